@@ -1,0 +1,26 @@
+"""`k2 demo`: every stage available so far, in one run directory, on the embedded synthetic world.
+
+Today the pipeline is: render the world -> pretrain in two resolution stages -> sample held-out
+prompts -> report. Later stages (SFT, preference optimisation, GRPO, distillation) append to the
+same run directory and report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from k2_recipes.presets import DemoConfig
+from k2_recipes.pretrain import PretrainResult, finish, run_pretrain
+from k2_recipes.rundir import RunDir
+
+
+def run_demo(cfg: DemoConfig, *, preset: str) -> PretrainResult:
+    run = RunDir(cfg.run_dir or cfg.pretrain.run_dir or f"runs/demo-{preset}")
+    pretrain = replace(cfg.pretrain, run_dir=str(run.path))
+    run.write_config("config", replace(cfg, pretrain=pretrain), preset=preset, command="demo")
+    try:
+        result = run_pretrain(pretrain, run)
+        finish(result, run, pretrain, title=f"k2 demo ({preset})")
+    finally:
+        run.close()
+    return result

@@ -1,0 +1,221 @@
+"""`k2 pretrain`: progressive-resolution rectified-flow pretraining of the DiT on the synthetic world."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
+from k2_dit.model import DiT, flops_per_sample, parameter_table
+from k2_dit.train import save_checkpoint, wsd_schedule
+
+from k2_recipes.evaluate import EvalResult, image_grid, sample_images, score_images
+from k2_recipes.presets import PretrainConfig, StageConfig
+from k2_recipes.progress import progress
+from k2_recipes.report import write_report
+from k2_recipes.rundir import RunDir
+from k2_recipes.world import VARIANTS, TrainingSet, build_training_set, heldout_scenes, scene_prompts
+
+
+@dataclass
+class PretrainResult:
+    model: DiT
+    encoder: Any
+    train_seconds: float
+    total_seconds: float
+    evals: dict[str, EvalResult] = field(default_factory=dict)
+    param_rows: list[dict[str, Any]] = field(default_factory=list)
+    flops: dict[str, float] = field(default_factory=dict)
+
+
+def _batch(
+    data: TrainingSet,
+    resolution: int,
+    batch_size: int,
+    cfg: PretrainConfig,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = len(data)
+    idx = torch.randint(n, (batch_size,), generator=gen)
+    mix = torch.tensor(cfg.world.caption_mix, dtype=torch.float32)
+    variant = torch.multinomial(mix, batch_size, replacement=True, generator=gen)
+    x0 = data.images[resolution][idx].float().div_(127.5).sub_(1.0)
+    hidden = data.hidden[idx, variant].float()
+    mask = data.mask[idx, variant].clone()
+    drop = torch.rand(batch_size, generator=gen) < cfg.cfg_dropout
+    mask[drop] = False
+    hidden[drop] = 0.0
+    # Trim padding shared by the whole batch: text length dominates the tiny model's sequence.
+    length = int(mask.any(0).nonzero().max().item()) + 1 if mask.any() else 1
+    return x0, hidden[:, :length], mask[:, :length]
+
+
+def train_stage(
+    model: DiT,
+    data: TrainingSet,
+    stage: StageConfig,
+    cfg: PretrainConfig,
+    run: RunDir,
+    *,
+    name: str,
+    gen: torch.Generator,
+    first_step: int,
+) -> int:
+    """Train one resolution stage with AdamW and a warmup-stable-decay schedule."""
+    device = torch.device(cfg.device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=stage.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
+    sched = wsd_schedule(
+        opt,
+        warmup_steps=stage.warmup_steps,
+        total_steps=stage.steps,
+        decay_fraction=stage.decay_fraction,
+    )
+    model.train()
+    step = first_step
+    smooth = None
+    bar = progress(range(stage.steps), desc=f"{name} {stage.resolution}px", enable=cfg.progress)
+    for i in bar:
+        x0, hidden, mask = _batch(data, stage.resolution, stage.batch_size, cfg, gen)
+        x0, hidden, mask = x0.to(device), hidden.to(device), mask.to(device)
+        t = shifted_logit_normal_timesteps(stage.batch_size, shift=stage.shift, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        t, noise = t.to(device), noise.to(device)
+        pred = model(interpolate(x0, noise, t), t, hidden, mask)
+        loss = rectified_flow_loss(pred, x0, noise).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        if i % 10 == 0 or i == stage.steps - 1:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"{name}: loss became {value} at step {step}; lower the LR "
+                    f"(--pretrain.{name}.lr) or the gradient clip"
+                )
+            smooth = value if smooth is None else 0.9 * smooth + 0.1 * value
+            run.log(
+                stage=name,
+                step=step,
+                resolution=stage.resolution,
+                loss=value,
+                loss_smooth=smooth,
+                grad_norm=float(grad_norm),
+                lr=sched.get_last_lr()[0],
+            )
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{smooth:.4f}")
+    return step
+
+
+def evaluate_model(
+    model: DiT, encoder, cfg: PretrainConfig, prompts: list[str], *, seed: int
+) -> EvalResult:
+    images = sample_images(
+        model,
+        encoder,
+        prompts,
+        cfg.eval,
+        max_tokens=cfg.text_encoder.max_tokens,
+        in_channels=cfg.model.in_channels,
+        seed=seed,
+        device=cfg.device,
+    )
+    return score_images(images, prompts)
+
+
+def run_pretrain(cfg: PretrainConfig, run: RunDir) -> PretrainResult:
+    """Render the world, encode captions once, train each stage, evaluate on held-out prompts."""
+    t_start = time.time()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    data, encoder = build_training_set(cfg, show=cfg.progress)
+    run.log(stage="data", scenes=len(data), text_tokens=int(data.mask.shape[-1]))
+
+    model = DiT(cfg.model).to(cfg.device)
+    prompts = [scene_prompts(s)[0] for s in heldout_scenes(cfg, cfg.eval.num_prompts)]
+    evals = {"untrained": evaluate_model(model, encoder, cfg, prompts, seed=cfg.seed + 1)}
+    run.log(stage="eval", checkpoint="untrained", **evals["untrained"].summary())
+
+    t_train = time.time()
+    step = 0
+    for name, stage in (("low_res", cfg.low_res), ("high_res", cfg.high_res)):
+        if stage.steps == 0:
+            continue
+        step = train_stage(model, data, stage, cfg, run, name=name, gen=gen, first_step=step)
+        save_checkpoint(
+            run.path / "checkpoints" / f"pretrain-{stage.resolution}px",
+            model,
+            cfg.model,
+            step=step,
+        )
+    train_seconds = time.time() - t_train
+
+    evals["pretrained"] = evaluate_model(model, encoder, cfg, prompts, seed=cfg.seed + 1)
+    run.log(stage="eval", checkpoint="pretrained", **evals["pretrained"].summary())
+    for key, result in evals.items():
+        image_grid(result.images, side=cfg.eval.grid_size).save(run.path / "images" / f"{key}.png")
+
+    n_img = (cfg.eval.resolution // cfg.model.patch_size) ** 2
+    n_txt = int(data.mask.sum(-1).float().mean().item())
+    flops = {
+        "image_tokens": n_img,
+        "text_tokens": n_txt,
+        "train_flops_per_sample": flops_per_sample(
+            cfg.model, image_tokens=n_img, text_tokens=n_txt, training=True
+        ),
+        "forward_flops_per_sample": flops_per_sample(
+            cfg.model, image_tokens=n_img, text_tokens=n_txt, training=False
+        ),
+    }
+    return PretrainResult(
+        model=model,
+        encoder=encoder,
+        train_seconds=train_seconds,
+        total_seconds=time.time() - t_start,
+        evals=evals,
+        param_rows=parameter_table(cfg.model),
+        flops=flops,
+    )
+
+
+def finish(result: PretrainResult, run: RunDir, cfg: PretrainConfig, *, title: str) -> Path:
+    summary = {
+        "train_seconds": round(result.train_seconds, 1),
+        "total_seconds": round(result.total_seconds, 1),
+        "evals": {k: v.summary() for k, v in result.evals.items()},
+        "flops": result.flops,
+        "caption_variants": VARIANTS,
+    }
+    run.write_json("summary.json", summary)
+    report = write_report(run, cfg, result, title=title)
+    print(f"\n{title}: run directory {run.path}")
+    print(f"  pretraining {result.train_seconds:.0f} s (whole stage {result.total_seconds:.0f} s)")
+    for key, ev in result.evals.items():
+        print(
+            f"  {key:>10}: verifier score {ev.score:.3f}, fully correct {ev.fully_correct:.1%} "
+            f"on {ev.num_prompts} held-out prompts"
+        )
+    print(f"  report: {report}")
+    return report
+
+
+def run_pretrain_command(cfg: PretrainConfig, *, preset: str) -> PretrainResult:
+    run = RunDir(cfg.run_dir or f"runs/pretrain-{preset}")
+    run.write_config("config", cfg, preset=preset, command="pretrain")
+    try:
+        result = run_pretrain(cfg, run)
+        finish(result, run, cfg, title=f"k2 pretrain ({preset})")
+    finally:
+        run.close()
+    return result
