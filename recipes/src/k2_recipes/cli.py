@@ -1,8 +1,8 @@
 """The `k2` command: one subcommand per stage, each with presets and field overrides.
 
-    k2 demo                          # tiny preset on the embedded synthetic world
-    k2 demo --preset smoke           # about a minute, used by CI
-    k2 pretrain --preset tiny --pretrain.high-res.steps 3000
+k2 demo                          # tiny preset on the embedded synthetic world
+k2 demo --preset smoke           # about a minute, used by CI
+k2 pretrain --preset tiny --pretrain.high-res.steps 3000
 """
 
 from __future__ import annotations

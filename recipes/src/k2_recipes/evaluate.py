@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
+
 from k2_data.synthetic import verify_batch
 from k2_dit.flow import euler_sample
 from k2_dit.text import TextEncoder
-from PIL import Image
-
 from k2_recipes.presets import EvalSettings
 
 SCORED_TYPES = ("object", "count", "position")
@@ -114,6 +114,8 @@ def image_grid(images: np.ndarray, *, side: int, scale: int = 4) -> Image.Image:
     grid = np.full((side * (h + 1) + 1, side * (w + 1) + 1, 3), 255, dtype=np.uint8)
     for i in range(n):
         r, c = divmod(i, side)
-        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[i]
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = images[
+            i
+        ]
     img = Image.fromarray(grid)
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

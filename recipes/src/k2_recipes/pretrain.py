@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
 from k2_dit.model import DiT, flops_per_sample, parameter_table
 from k2_dit.train import save_checkpoint, wsd_schedule
-
 from k2_recipes.evaluate import EvalResult, image_grid, sample_images, score_images
 from k2_recipes.presets import PretrainConfig, StageConfig
 from k2_recipes.progress import progress
 from k2_recipes.report import write_report
 from k2_recipes.rundir import RunDir
-from k2_recipes.world import VARIANTS, TrainingSet, build_training_set, heldout_scenes, scene_prompts
+from k2_recipes.world import (
+    VARIANTS,
+    TrainingSet,
+    build_training_set,
+    heldout_scenes,
+    scene_prompts,
+)
 
 
 @dataclass
@@ -72,7 +78,8 @@ def train_stage(
     )
     sched = wsd_schedule(
         opt,
-        warmup_steps=stage.warmup_steps,
+        # Short stages (smoke runs) keep a warmup no longer than half the stage.
+        warmup_steps=min(stage.warmup_steps, stage.steps // 2),
         total_steps=stage.steps,
         decay_fraction=stage.decay_fraction,
     )

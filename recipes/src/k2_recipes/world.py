@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from k2_data.synthetic import WorldConfig, captions, render, sample_scenes
 from k2_dit.text import TextEncoder, build_tiny_text_encoder
-
 from k2_recipes.presets import PretrainConfig, TextEncoderSettings, WorldSettings
 from k2_recipes.progress import progress
 
@@ -50,7 +50,9 @@ def render_images(scenes, resolution: int, *, show: bool = True) -> torch.Tensor
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def make_text_encoder(settings: TextEncoderSettings, corpus: list[str], *, seed: int) -> TextEncoder:
+def make_text_encoder(
+    settings: TextEncoderSettings, corpus: list[str], *, seed: int
+) -> TextEncoder:
     """The production path (a local transformers checkpoint) or the tiny path built from a config.
 
     Both go through the same `TextEncoder` class, so the DiT sees the same kind of input.
@@ -78,9 +80,7 @@ def encode_prompts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode prompts in batches; returns bf16 hidden states [N, L, K, E] and masks [N, L]."""
     chunks = []
-    for start in progress(
-        range(0, len(prompts), batch_size), desc="encode captions", enable=show
-    ):
+    for start in progress(range(0, len(prompts), batch_size), desc="encode captions", enable=show):
         hidden, mask = encoder.encode(prompts[start : start + batch_size], max_length=max_length)
         chunks.append((hidden.to(torch.bfloat16), mask))
     length = max(h.shape[1] for h, _ in chunks)
@@ -108,9 +108,7 @@ def build_training_set(
         {s.resolution for s in (cfg.low_res, cfg.high_res) if s.steps > 0} | {cfg.eval.resolution}
     )
     images = {r: render_images(scenes, r, show=show) for r in resolutions}
-    hidden, mask = encode_prompts(
-        encoder, flat, max_length=cfg.text_encoder.max_tokens, show=show
-    )
+    hidden, mask = encode_prompts(encoder, flat, max_length=cfg.text_encoder.max_tokens, show=show)
     n = len(scenes)
     hidden = hidden.view(n, len(VARIANTS), *hidden.shape[1:])
     mask = mask.view(n, len(VARIANTS), -1)

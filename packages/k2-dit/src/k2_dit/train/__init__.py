@@ -1,0 +1,32 @@
+"""Training utilities: checkpoints, config I/O, WSD schedule, PMA/merging, optimizer groups."""
+
+from k2_dit.train._checkpoint import load_checkpoint, save_checkpoint
+from k2_dit.train._config_io import config_from_dict, config_to_dict
+from k2_dit.train._merge import PMA, MergeMethod, average_state_dicts, merge_weights
+from k2_dit.train._param_groups import (
+    MuonParamGroups,
+    ParamPredicate,
+    adamw_param_groups,
+    muon_adamw_optimizers,
+    muon_param_groups,
+)
+from k2_dit.train._schedule import DecayType, wsd_phase_steps, wsd_schedule
+
+__all__ = [
+    "PMA",
+    "DecayType",
+    "MergeMethod",
+    "MuonParamGroups",
+    "ParamPredicate",
+    "adamw_param_groups",
+    "average_state_dicts",
+    "config_from_dict",
+    "config_to_dict",
+    "load_checkpoint",
+    "merge_weights",
+    "muon_adamw_optimizers",
+    "muon_param_groups",
+    "save_checkpoint",
+    "wsd_phase_steps",
+    "wsd_schedule",
+]
