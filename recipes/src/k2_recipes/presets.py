@@ -125,9 +125,9 @@ def _tiny() -> PretrainConfig:
     return PretrainConfig(
         model=_tiny_model(enc),
         text_encoder=enc,
-        low_res=StageConfig(resolution=16, steps=1200, batch_size=64, lr=2e-3, warmup_steps=50),
+        low_res=StageConfig(resolution=16, steps=400, batch_size=32, lr=2e-3, warmup_steps=50),
         high_res=StageConfig(
-            resolution=32, steps=1800, batch_size=32, lr=2e-3, warmup_steps=20, decay_fraction=0.4
+            resolution=32, steps=1000, batch_size=32, lr=2e-3, warmup_steps=20, decay_fraction=0.4
         ),
     )
 
