@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from k2_dit import AttentionConfig, DiT, DiTConfig, TextConfig, flops_per_sample
 from k2_dit.model import timestep_modulation_share
-from torch.utils.flop_counter import FlopCounterMode
 
 PRODUCTION = DiTConfig(
     dim=3072,
@@ -57,10 +58,14 @@ def main() -> None:
         print(f"| {streams} | {mode} | {total:.2f} | {pct:.1f}% |")
     n_img = (1024 // 16) ** 2
     f = flops_per_sample(PRODUCTION, image_tokens=n_img, text_tokens=256, training=True)
-    print(f"\ntraining FLOPs per 1024px sample (4096 image + 256 text tokens): {f / 1e12:.2f} TFLOP")
+    print(
+        f"\ntraining FLOPs per 1024px sample (4096 image + 256 text tokens): {f / 1e12:.2f} TFLOP"
+    )
     formula, counted = flops_check()
-    print(f"tiny forward: formula {formula:,} vs FlopCounterMode {counted:,} "
-          "(the counter also sees the per-sample timestep/modulation matmuls)")
+    print(
+        f"tiny forward: formula {formula:,} vs FlopCounterMode {counted:,} "
+        "(the counter also sees the per-sample timestep/modulation matmuls)"
+    )
 
 
 if __name__ == "__main__":

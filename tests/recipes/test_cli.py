@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from k2_recipes.cli import main
 
@@ -61,3 +62,9 @@ def test_micro_demo_writes_a_complete_run_directory(tmp_path):
     assert meta["step"] == 6
     assert cfg.dim == config["config"]["pretrain"]["model"]["dim"]
     assert all(p.isfinite().all() for p in model.parameters())
+
+    from k2_dit.text import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(run / "text_encoder", dtype=torch.float32)
+    hidden, mask = encoder.encode(["a red circle"], max_length=cfg.text.max_tokens)
+    assert hidden.shape[2:] == (cfg.text.num_layers, cfg.text.encoder_dim) and mask.all()

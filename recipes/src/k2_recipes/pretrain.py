@@ -48,7 +48,9 @@ def _batch(
     n = len(data)
     idx = torch.randint(n, (batch_size,), generator=gen)
     mix = torch.tensor(cfg.world.caption_mix, dtype=torch.float32)
-    variant = torch.multinomial(mix, batch_size, replacement=True, generator=gen)
+    # One caption variant per batch, not per sample: padding is trimmed to the longest prompt
+    # in the batch, so a single long caption would otherwise set every sample's length.
+    variant = torch.multinomial(mix, 1, generator=gen).expand(batch_size)
     x0 = data.images[resolution][idx].float().div_(127.5).sub_(1.0)
     hidden = data.hidden[idx, variant].float()
     mask = data.mask[idx, variant].clone()
@@ -148,9 +150,12 @@ def run_pretrain(cfg: PretrainConfig, run: RunDir) -> PretrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     data, encoder = build_training_set(cfg, show=cfg.progress)
     run.log(stage="data", scenes=len(data), text_tokens=int(data.mask.shape[-1]))
+    # Later stages (and anyone sampling from the checkpoints) need the exact frozen encoder.
+    encoder.save_pretrained(run.path / "text_encoder")
 
     model = DiT(cfg.model).to(cfg.device)
-    prompts = [scene_prompts(s)[0] for s in heldout_scenes(cfg, cfg.eval.num_prompts)]
+    which = VARIANTS.index(cfg.eval.caption)
+    prompts = [scene_prompts(s)[which] for s in heldout_scenes(cfg, cfg.eval.num_prompts)]
     evals = {"untrained": evaluate_model(model, encoder, cfg, prompts, seed=cfg.seed + 1)}
     run.log(stage="eval", checkpoint="untrained", **evals["untrained"].summary())
 

@@ -20,6 +20,7 @@ def world_config(settings: WorldSettings) -> WorldConfig:
         min_objects=settings.min_objects,
         max_objects=settings.max_objects,
         styles=settings.styles,
+        sizes=settings.sizes,
     )
 
 
