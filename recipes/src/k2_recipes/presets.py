@@ -53,6 +53,8 @@ class StageConfig:
     """Fraction of the stage spent decaying the LR (warmup-stable-decay)."""
     shift: float = 1.0
     """Training timestep shift for this resolution (shifted logit-normal)."""
+    timestep_std: float = 1.0
+    """Standard deviation of the logit-normal before the shift (wider covers more of [0, 1])."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -92,7 +92,9 @@ def train_stage(
     for i in bar:
         x0, hidden, mask = _batch(data, stage.resolution, stage.batch_size, cfg, gen)
         x0, hidden, mask = x0.to(device), hidden.to(device), mask.to(device)
-        t = shifted_logit_normal_timesteps(stage.batch_size, shift=stage.shift, generator=gen)
+        t = shifted_logit_normal_timesteps(
+            stage.batch_size, shift=stage.shift, std=stage.timestep_std, generator=gen
+        )
         noise = torch.randn(x0.shape, generator=gen)
         t, noise = t.to(device), noise.to(device)
         pred = model(interpolate(x0, noise, t), t, hidden, mask)

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from k2_dit.latents._vae_common import (
+    DiffusersCodec,
     check_image_size,
-    check_vae_type,
     compute_dtype,
-    load_local_vae,
-)
-
-_HINT = (
-    "download a diffusers DC-AE, e.g. mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers "
-    "(config.json and diffusion_pytorch_model.safetensors), to this directory"
 )
 
 
-class DCAECodec(nn.Module):
+class DCAECodec(DiffusersCodec):
     """`diffusers.AutoencoderDC` with the SANA pipeline's scaling: latent = z * scaling_factor.
 
     DC-AE's encoder is deterministic (no posterior), so there is nothing to sample.
@@ -35,44 +28,20 @@ class DCAECodec(nn.Module):
         detail"); Chen et al., DC-AE (arXiv 2410.10733); diffusers `AutoencoderDC` docstring.
     """
 
+    _vae_class = "AutoencoderDC"
+    _hint = (
+        "download a diffusers DC-AE, e.g. mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers "
+        "(config.json and diffusion_pytorch_model.safetensors), to this directory"
+    )
+
     def __init__(self, vae: Any) -> None:
-        super().__init__()
-        check_vae_type(vae, "AutoencoderDC")
-        self.vae = vae.eval().requires_grad_(False)
+        super().__init__(vae)
         self.scaling_factor = float(vae.config.scaling_factor)
         if self.scaling_factor == 0.0:
             raise ValueError("the DC-AE config has scaling_factor=0: fix the VAE config")
         self.channels = vae.config.latent_channels
         self.downsample = vae.spatial_compression_ratio
         self.name = "dcae"
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        subfolder: str | None = None,
-    ) -> DCAECodec:
-        """Load from a local directory only.
-
-        Args:
-            path: directory with config.json and diffusion_pytorch_model.safetensors.
-            dtype: parameter dtype.
-            device: where the autoencoder lives.
-            subfolder: e.g. "vae" when `path` is a whole pipeline checkpoint.
-        """
-        return cls(
-            load_local_vae(
-                "AutoencoderDC",
-                path,
-                subfolder=subfolder,
-                dtype=dtype,
-                device=device,
-                hint=_HINT,
-            )
-        )
 
     def normalize(self, raw: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
         """Autoencoder latents to scaled latents."""

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from k2_dit.latents._vae_common import (
+    DiffusersCodec,
     check_image_size,
-    check_vae_type,
     compute_dtype,
-    load_local_vae,
     posterior_latent,
 )
 
-_HINT = (
-    "download the vae/ folder of black-forest-labs/FLUX.2-dev (config.json and "
-    "diffusion_pytorch_model.safetensors) and pass that folder, e.g. "
-    "`hf download black-forest-labs/FLUX.2-dev --include 'vae/*' --local-dir DIR` then DIR/vae"
-)
 
-
-class Flux2Codec(nn.Module):
+class Flux2Codec(DiffusersCodec):
     """`diffusers.AutoencoderKLFlux2` with the FLUX.2 pipeline's latent normalisation.
 
     encode: z = posterior mode (or a sample), z_p = patchify_p(z) (pixel-unshuffle, channel
@@ -41,10 +33,15 @@ class Flux2Codec(nn.Module):
         `latents_bn_std`).
     """
 
+    _vae_class = "AutoencoderKLFlux2"
+    _hint = (
+        "download the vae/ folder of black-forest-labs/FLUX.2-dev (config.json and "
+        "diffusion_pytorch_model.safetensors) and pass that folder, e.g. "
+        "`hf download black-forest-labs/FLUX.2-dev --include 'vae/*' --local-dir DIR` then DIR/vae"
+    )
+
     def __init__(self, vae: Any) -> None:
-        super().__init__()
-        check_vae_type(vae, "AutoencoderKLFlux2")
-        self.vae = vae.eval().requires_grad_(False)
+        super().__init__(vae)
         ph, pw = tuple(vae.config.patch_size)
         if ph != pw:
             raise ValueError(f"patch_size={(ph, pw)} must be square for Flux2Codec")
@@ -53,52 +50,12 @@ class Flux2Codec(nn.Module):
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1) * ph
         self.name = "flux2"
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        subfolder: str | None = None,
-    ) -> Flux2Codec:
-        """Load from a local directory only.
-
-        Args:
-            path: directory with config.json and diffusion_pytorch_model.safetensors.
-            dtype: parameter dtype.
-            device: where the VAE lives.
-            subfolder: e.g. "vae" when `path` is the whole FLUX.2 checkpoint.
-        """
-        return cls(
-            load_local_vae(
-                "AutoencoderKLFlux2",
-                path,
-                subfolder=subfolder,
-                dtype=dtype,
-                device=device,
-                hint=_HINT,
-            )
-        )
-
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
         bn = self.vae.bn
         mean = bn.running_mean.to(device=like.device, dtype=like.dtype)
         var = bn.running_var.to(device=like.device, dtype=like.dtype)
         std = torch.sqrt(var + self.vae.config.batch_norm_eps)
         return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
-    def normalize(self, raw: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
-        """Patchified VAE latents to normalised latents."""
-        raw = raw.to(compute_dtype(raw.dtype))
-        mean, std = self._stats(raw)
-        return (raw - mean) / std
-
-    def denormalize(self, latents: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
-        """Normalised latents back to patchified VAE latents."""
-        latents = latents.to(compute_dtype(latents.dtype))
-        mean, std = self._stats(latents)
-        return latents * std + mean
 
     def encode(
         self, images: Float[Tensor, "b 3 H W"], *, generator: torch.Generator | None = None

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from k2_dit.latents._vae_common import (
+    DiffusersCodec,
     check_image_size,
-    check_vae_type,
     compute_dtype,
-    load_local_vae,
     posterior_latent,
 )
 
-_HINT = (
-    "download the vae/ folder of Qwen/Qwen-Image (config.json and "
-    "diffusion_pytorch_model.safetensors) and pass that folder, e.g. "
-    "`hf download Qwen/Qwen-Image --include 'vae/*' --local-dir DIR` then DIR/vae"
-)
 
-
-class QwenImageCodec(nn.Module):
+class QwenImageCodec(DiffusersCodec):
     """`diffusers.AutoencoderKLQwenImage` with the Qwen-Image pipeline's latent normalisation.
 
     The VAE is a causal video VAE; an image is a single frame, so encode inserts and decode
@@ -41,10 +33,15 @@ class QwenImageCodec(nn.Module):
         (`(image_latents - latents_mean) * (1 / latents_std)`).
     """
 
+    _vae_class = "AutoencoderKLQwenImage"
+    _hint = (
+        "download the vae/ folder of Qwen/Qwen-Image (config.json and "
+        "diffusion_pytorch_model.safetensors) and pass that folder, e.g. "
+        "`hf download Qwen/Qwen-Image --include 'vae/*' --local-dir DIR` then DIR/vae"
+    )
+
     def __init__(self, vae: Any) -> None:
-        super().__init__()
-        check_vae_type(vae, "AutoencoderKLQwenImage")
-        self.vae = vae.eval().requires_grad_(False)
+        super().__init__(vae)
         z_dim = vae.config.z_dim
         mean, std = vae.config.latents_mean, vae.config.latents_std
         if len(mean) != z_dim or len(std) != z_dim:
@@ -63,50 +60,11 @@ class QwenImageCodec(nn.Module):
         self.downsample = vae.spatial_compression_ratio
         self.name = "qwen_image"
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        subfolder: str | None = None,
-    ) -> QwenImageCodec:
-        """Load from a local directory only.
-
-        Args:
-            path: directory with config.json and diffusion_pytorch_model.safetensors.
-            dtype: parameter dtype.
-            device: where the VAE lives.
-            subfolder: e.g. "vae" when `path` is the whole Qwen-Image checkpoint.
-        """
-        vae = load_local_vae(
-            "AutoencoderKLQwenImage",
-            path,
-            subfolder=subfolder,
-            dtype=dtype,
-            device=device,
-            hint=_HINT,
-        )
-        return cls(vae).to(device)
-
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
         def cast(t: Tensor) -> Tensor:
             return t.to(device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
 
         return cast(self.latents_mean), cast(self.latents_std)
-
-    def normalize(self, raw: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
-        """VAE latents (frame axis removed) to normalised latents."""
-        raw = raw.to(compute_dtype(raw.dtype))
-        mean, std = self._stats(raw)
-        return (raw - mean) / std
-
-    def denormalize(self, latents: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
-        """Normalised latents back to VAE latents."""
-        latents = latents.to(compute_dtype(latents.dtype))
-        mean, std = self._stats(latents)
-        return latents * std + mean
 
     def encode(
         self, images: Float[Tensor, "b 3 H W"], *, generator: torch.Generator | None = None

@@ -1,4 +1,4 @@
-"""Shared plumbing of the diffusers-backed codecs: lazy import, local loading, posterior, sizes."""
+"""Shared plumbing of the diffusers-backed codecs: base class, local loading, posterior, sizes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
-from torch import Tensor
+from jaxtyping import Float
+from torch import Tensor, nn
 
 _INSTALL = 'pip install "k2-dit[vae]"'
+_C = TypeVar("_C", bound="DiffusersCodec")
 _WEIGHTS = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")
 
 
@@ -97,3 +99,60 @@ def check_image_size(images: Tensor, factor: int) -> None:
             f"image size {h}x{w} is not divisible by the codec's downsample factor {factor}: "
             f"resize or crop to a multiple of {factor}"
         )
+
+
+class DiffusersCodec(nn.Module):
+    """Base of the diffusers-backed codecs: type check, freezing, local loading, mean/std scaling.
+
+    Subclasses name their diffusers class in `_vae_class`, give a download `_hint`, and provide
+    `_stats(like)` (per-channel mean and std shaped `[1, c, 1, 1]`) or override
+    `normalize`/`denormalize`.
+
+    Args:
+        vae: an in-memory `diffusers.<_vae_class>` (frozen and put in eval mode here).
+    """
+
+    _vae_class: ClassVar[str]
+    _hint: ClassVar[str]
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        check_vae_type(vae, self._vae_class)
+        self.vae = vae.eval().requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_C],
+        path: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        subfolder: str | None = None,
+    ) -> _C:
+        """Load from a local directory only.
+
+        Args:
+            path: directory with config.json and diffusion_pytorch_model.safetensors.
+            dtype: parameter dtype.
+            device: where the autoencoder lives.
+            subfolder: e.g. "vae" when `path` is a whole pipeline checkpoint.
+        """
+        vae = load_local_vae(
+            cls._vae_class, path, subfolder=subfolder, dtype=dtype, device=device, hint=cls._hint
+        )
+        return cls(vae).to(device)
+
+    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must define _stats or normalize")
+
+    def normalize(self, raw: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
+        """Autoencoder latents to normalised latents, (raw - mean) / std per channel."""
+        raw = raw.to(compute_dtype(raw.dtype))
+        mean, std = self._stats(raw)
+        return (raw - mean) / std
+
+    def denormalize(self, latents: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
+        """Normalised latents back to autoencoder latents."""
+        latents = latents.to(compute_dtype(latents.dtype))
+        mean, std = self._stats(latents)
+        return latents * std + mean
