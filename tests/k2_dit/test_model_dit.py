@@ -340,3 +340,42 @@ def test_boundary_layers_and_parameter_counts() -> None:
     text = sum(p.numel() for p in model.text_adapter.parameters())
     assert model.num_parameters() == total
     assert model.num_parameters(exclude_text=True) == total - text > 0
+
+
+# ------------------------------------------------------------------ pooled text conditioning
+
+
+def test_pooled_text_is_the_mlp_of_the_masked_mean_added_to_the_timestep_embedding() -> None:
+    cfg = tiny(text=dataclasses.replace(TEXT, pooled=True))
+    model = DiT(cfg).double()
+    randomise(model, seed=4)
+    x, t, text, mask = inputs(cfg)
+    x, t, text = x.double(), t.double(), text.double()
+    ctx = model.text_adapter(text, mask)
+    # Reference: mean over real tokens (0 for the unconditional row), then Linear-SiLU-Linear.
+    pool = model.text_adapter.pool
+    rows = []
+    for i in range(x.shape[0]):
+        real = ctx[i][mask[i]]
+        mean = real.mean(0) if len(real) else torch.zeros(cfg.dim, dtype=torch.float64)
+        hidden = mean @ pool[0].weight.T + pool[0].bias
+        hidden = hidden * torch.sigmoid(hidden)
+        rows.append(hidden @ pool[2].weight.T + pool[2].bias)
+    expected = torch.stack(rows)
+    torch.testing.assert_close(model.text_adapter.pooled(ctx, mask), expected)
+    seen = []
+    model.conditioning.register_forward_hook(lambda _m, _a, out: seen.append(out.embedding))
+    model(x, t, text, mask)
+    plain = model.conditioning.embedder(t)
+    torch.testing.assert_close(seen[0], plain + expected)
+    # A prompt change now reaches the modulation of every block.
+    text2 = text.clone()
+    text2[0, 0] += 1.0
+    model(x, t, text2, mask)
+    assert not torch.allclose(seen[1][0], seen[0][0])
+    torch.testing.assert_close(seen[1][1], seen[0][1])
+
+
+def test_pooled_text_needs_adaln() -> None:
+    with pytest.raises(ValueError, match="text.pooled=True.*shared_bias"):
+        tiny(timestep="in_context", text=dataclasses.replace(TEXT, pooled=True))

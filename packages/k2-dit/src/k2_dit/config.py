@@ -164,6 +164,10 @@ class TextConfig:
     """Bidirectional transformer layers over tokens after aggregation (0 disables)."""
     max_tokens: int = 512
     """Longest text sequence the model accepts."""
+    pooled: bool = False
+    """Also add an MLP of the mean real text token to the timestep embedding that drives AdaLN
+    (the pooled "vector" conditioning of SD3 and FLUX; not in the Krea 2 report). Gives small
+    models a direct global path from the prompt; needs an AdaLN timestep mode."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +230,11 @@ class DiTConfig:
         _require(
             self.timestep_tokens > 0 or self.timestep != "in_context",
             "timestep='in_context' needs timestep_tokens >= 1",
+        )
+        _require(
+            not self.text.pooled or self.adaln,
+            f"text.pooled=True adds the prompt to the AdaLN signal, but timestep={self.timestep!r} "
+            "has no AdaLN: use timestep='shared_bias' or 'adaln_mlp', or set text.pooled=False",
         )
         _require(
             self.timestep_freq_dim > 0 and self.timestep_freq_dim % 2 == 0,

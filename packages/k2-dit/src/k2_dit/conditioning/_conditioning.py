@@ -54,10 +54,22 @@ class TimestepConditioning(nn.Module):
                 f"unknown timestep kind {kind!r}: use shared_bias, adaln_mlp, in_context or none"
             )
 
-    def forward(self, t: Float[Tensor, " b"]) -> TimestepSignal:
-        """The signal for this batch of times (t in [0, 1], 1 = noise)."""
+    def forward(
+        self, t: Float[Tensor, " b"], *, extra: Float[Tensor, "b d"] | None = None
+    ) -> TimestepSignal:
+        """The signal for this batch of times (t in [0, 1], 1 = noise).
+
+        Args:
+            t: time per sample.
+            extra: added to the timestep embedding before the modulation (AdaLN modes only),
+                e.g. pooled text.
+        """
+        if extra is not None and self.embedder is None:
+            raise ValueError(f"timestep={self.kind!r} has no embedding to add `extra` to")
         if self.embedder is not None:
             c = self.embedder(t)
+            if extra is not None:
+                c = c + extra.to(c.dtype)
             shared = self.shared(c) if self.shared is not None else None
             return TimestepSignal(embedding=c, shared=shared)
         if self.tokens is not None:

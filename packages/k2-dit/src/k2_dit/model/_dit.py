@@ -134,7 +134,8 @@ class DiT(nn.Module):
 
         ctx = self.text_adapter(text, text_mask).to(img.dtype)
         ctx_mask = text_mask
-        signal = self.conditioning(t)
+        pooled = self.text_adapter.pooled(ctx, text_mask) if c.text.pooled else None
+        signal = self.conditioning(t, extra=pooled)
         n_text = text.shape[1]
         positions = token_positions(c.rope, n_text=n_text, grid=(1, *grid), device=x.device)
         if signal.tokens is not None:

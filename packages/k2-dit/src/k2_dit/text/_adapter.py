@@ -65,6 +65,28 @@ class TextAdapter(nn.Module):
         else:
             self.aggregate = LastLayerProjection(cfg.encoder_dim, dim, num_layers=cfg.num_layers)
         self.refiner = TextRefiner(dim, num_layers=cfg.refiner_layers, num_heads=refiner_heads)
+        self.pool = (
+            nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+            if cfg.pooled
+            else None
+        )
+
+    def pooled(
+        self, tokens: Float[Tensor, "b l d"], mask: Bool[Tensor, "b l"]
+    ) -> Float[Tensor, "b d"]:
+        """MLP of the mean real token (`text.pooled`); an empty prompt pools to zeros first.
+
+        Args:
+            tokens: the adapter's output (zero at padded positions).
+            mask: True on real tokens.
+
+        Returns:
+            One vector per sample, added to the timestep embedding by the DiT.
+        """
+        if self.pool is None:
+            raise ConfigError("pooled() needs text.pooled=True")
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(tokens.dtype)
+        return self.pool(tokens.sum(dim=1) / count)
 
     def forward(
         self, hidden: Float[Tensor, "b l k e"], mask: Bool[Tensor, "b l"]

@@ -1,7 +1,17 @@
-"""Training utilities: checkpoints, config I/O, WSD schedule, PMA/merging, optimizer groups."""
+"""Training utilities: checkpoints, config I/O, WSD schedule, PMA/merging, optimizer groups,
+float8 conversion."""
 
 from k2_dit.train._checkpoint import load_checkpoint, save_checkpoint
 from k2_dit.train._config_io import config_from_dict, config_to_dict
+from k2_dit.train._float8 import (
+    FLOAT8_SKIP_FQNS,
+    Float8ModuleFilter,
+    Float8Recipe,
+    Float8Report,
+    Float8SkippedWarning,
+    convert_to_float8,
+    float8_module_filter,
+)
 from k2_dit.train._merge import PMA, MergeMethod, average_state_dicts, merge_weights
 from k2_dit.train._param_groups import (
     MuonParamGroups,
@@ -13,7 +23,14 @@ from k2_dit.train._param_groups import (
 from k2_dit.train._schedule import DecayType, wsd_phase_steps, wsd_schedule
 
 __all__ = [
+    "FLOAT8_SKIP_FQNS",
     "PMA",
+    "Float8ModuleFilter",
+    "Float8Recipe",
+    "Float8Report",
+    "Float8SkippedWarning",
+    "convert_to_float8",
+    "float8_module_filter",
     "DecayType",
     "MergeMethod",
     "MuonParamGroups",

@@ -1,0 +1,317 @@
+"""k2_data.filters statistics and decisions against plain float64 transcriptions."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from k2_data.filters import (
+    STATS_SCHEMA,
+    FilterThresholds,
+    StatsConfig,
+    border_widths,
+    complexity_bpp,
+    compute_stats,
+    decide,
+    decide_table,
+    decode,
+    extreme_pixel_ratios,
+    laplacian_variance,
+    luma,
+    rgb_entropy,
+    stats_table,
+    text_density,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _reflect101(i: int, n: int) -> int:
+    if n == 1:
+        return 0
+    if i < 0:
+        return -i
+    if i >= n:
+        return 2 * n - 2 - i
+    return i
+
+
+def _ref_laplacian_var(gray: np.ndarray) -> float:
+    h, w = gray.shape
+    g = gray.astype(np.float64)
+    vals = []
+    for y in range(h):
+        for x in range(w):
+            up, down = g[_reflect101(y - 1, h), x], g[_reflect101(y + 1, h), x]
+            left, right = g[y, _reflect101(x - 1, w)], g[y, _reflect101(x + 1, w)]
+            vals.append(up + down + left + right - 4 * g[y, x])
+    mean = sum(vals) / len(vals)
+    return sum((v - mean) ** 2 for v in vals) / len(vals)
+
+
+def _ref_entropy(pixels: np.ndarray) -> float:
+    per_channel = []
+    for c in range(3):
+        values = pixels[..., c].ravel().tolist()
+        counts = [values.count(v) for v in set(values)]
+        n = len(values)
+        per_channel.append(-sum(k / n * math.log2(k / n) for k in counts))
+    return sum(per_channel) / 3
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (2, 2), (3, 7), (9, 4), (16, 16)])
+def test_laplacian_variance_matches_loops(shape):
+    gray = RNG.integers(0, 256, shape, dtype=np.uint8)
+    assert laplacian_variance(gray) == pytest.approx(_ref_laplacian_var(gray), rel=1e-12, abs=1e-9)
+
+
+def test_laplacian_variance_properties():
+    assert laplacian_variance(np.full((32, 48), 77, np.uint8)) == 0.0
+    impulse = np.zeros((20, 30), np.uint8)
+    impulse[10, 15] = 200  # interior impulse: values -4v once, v four times, mean 0
+    assert laplacian_variance(impulse) == pytest.approx(20 * 200**2 / (20 * 30))
+    noise = luma(_noise(64, 64))
+    # i.i.d. uniform grey noise: Var(lap) = 20 Var(pixel); luma shrinks Var by sum(w^2).
+    expected = 20 * (255**2 - 1) / 12 * (0.299**2 + 0.587**2 + 0.114**2)
+    assert laplacian_variance(noise) == pytest.approx(expected, rel=0.1)
+
+
+def test_luma_is_bt601_within_one_level():
+    pixels = _noise(40, 40, seed=2)
+    ref = np.rint(pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    diff = np.abs(luma(pixels).astype(np.float64) - ref)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.95
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rgb_entropy_matches_formula_and_pillow(seed):
+    pixels = np.random.default_rng(seed).integers(0, 40, (24, 17, 3), dtype=np.uint8)
+    assert rgb_entropy(pixels) == pytest.approx(_ref_entropy(pixels), abs=1e-12)
+    # Pillow pools the three histograms: its entropy is the channel mean + log2(3).
+    pooled = Image.fromarray(pixels).entropy()
+    assert rgb_entropy(pixels) + math.log2(3) == pytest.approx(pooled, abs=1e-6)
+
+
+def test_rgb_entropy_properties():
+    assert rgb_entropy(np.full((8, 8, 3), (3, 200, 90), np.uint8)) == 0.0
+    halves = np.zeros((8, 8, 3), np.uint8)
+    halves[:4] = 255
+    assert rgb_entropy(halves) == pytest.approx(1.0)
+    assert 7.9 < rgb_entropy(_noise(128, 128)) <= 8.0
+
+
+def test_extreme_pixel_ratios_match_loops():
+    pixels = RNG.choice(np.array([0, 5, 10, 11, 244, 245, 255], np.uint8), (13, 11, 3))
+    white = black = 0
+    for row in pixels:
+        for px in row:
+            white += all(int(c) >= 245 for c in px)
+            black += all(int(c) <= 10 for c in px)
+    got = extreme_pixel_ratios(pixels, white_level=245, black_level=10)
+    assert got == pytest.approx((white / 143, black / 143))
+    with pytest.raises(ValueError, match="black_level"):
+        extreme_pixel_ratios(pixels, white_level=10, black_level=10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    widths=st.tuples(*[st.integers(0, 12)] * 4),
+    colour=st.tuples(*[st.integers(0, 255)] * 3),
+    seed=st.integers(0, 1000),
+)
+def test_border_widths_found_on_every_side(widths, colour, seed):
+    top, bottom, left, right = widths
+    h, w = 40, 56
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3)).astype(np.int16)
+    jitter = rng.integers(-3, 4, (h, w, 3))  # JPEG-like noise on the border colour
+    border = np.zeros((h, w), bool)
+    border[:top], border[h - bottom :], border[:, :left], border[:, w - right :] = (True,) * 4
+    img[border] = np.clip(np.array(colour) + jitter[border], 0, 255)
+    got = border_widths(img.astype(np.uint8), tolerance=8)
+    assert (got.top, got.bottom, got.left, got.right) == widths
+    fr = got.fractions()
+    assert got.max_fraction == max(top / h, bottom / h, left / w, right / w) == max(fr.values())
+    assert got.sides == tuple(
+        s for s, n in zip(("top", "bottom", "left", "right"), widths, strict=True) if n
+    )
+
+
+def test_border_widths_flat_and_gradient():
+    flat = border_widths(np.full((10, 12, 3), 9, np.uint8))
+    assert (flat.top, flat.left, flat.max_fraction) == (10, 12, 1.0)
+    ramp = np.repeat(np.arange(50, dtype=np.uint8)[:, None], 20, axis=1)  # +1 level per row
+    got = border_widths(np.repeat(ramp[..., None], 3, axis=2), tolerance=8)
+    # Rows 0..8 stay within 8 levels of row 0; from the bottom, rows 49..41 of row 49.
+    assert (got.top, got.bottom, got.left, got.right) == (9, 9, 0, 0)
+
+
+def test_complexity_properties():
+    flat = np.full((300, 200), 90, np.uint8)
+    assert complexity_bpp(flat) == 0.0
+    smooth = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
+    noise = luma(_noise(256, 256))
+    assert 0 <= complexity_bpp(smooth) < 0.5 < 3.0 < complexity_bpp(noise)
+    # Measured at a fixed side: a 2x nearest upscale box-filters back to the same image.
+    twice = np.repeat(np.repeat(noise, 2, axis=0), 2, axis=1)
+    assert complexity_bpp(twice) == complexity_bpp(noise)
+
+
+def _raster_density(boxes, h, w):
+    covered = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        for y in range(max(0, y0), min(h, y1)):
+            for x in range(max(0, x0), min(w, x1)):
+                covered[y, x] = True
+    return covered.mean()
+
+
+def test_text_density_matches_raster():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        boxes = []
+        for _ in range(int(rng.integers(1, 7))):
+            x0, y0 = (int(v) for v in rng.integers(-5, 30, 2))
+            boxes.append((x0, y0, x0 + int(rng.integers(0, 20)), y0 + int(rng.integers(0, 15))))
+        got = text_density(boxes, height=25, width=32)
+        assert got == pytest.approx(_raster_density(boxes, 25, 32), abs=1e-12)
+    assert text_density([], height=5, width=5) == 0.0
+    assert text_density([(1.5, 0, 2.0, 4)], height=4, width=4) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="x1 >= x0"):
+        text_density([(5, 0, 1, 3)], height=8, width=8)
+
+
+def test_compute_stats_record():
+    img = _noise(60, 80)
+    img[:12] = 255  # 12-row white bar on top
+    calls = []
+
+    def ocr(pixels):
+        calls.append(pixels.shape)
+        return [(0, 0, 40, 30)]
+
+    stats = compute_stats(decode(_png(img)), ocr=ocr)
+    assert list(stats) == STATS_SCHEMA.names and calls == [(60, 80, 3)]
+    assert stats["decode_error"] is None and stats["format"] == "PNG"
+    assert (stats["width"], stats["height"], stats["aspect_ratio"]) == (80, 60, 80 / 60)
+    assert stats["border_top"] == stats["border_fraction"] == 12 / 60
+    assert stats["border_sides"] == "top"
+    assert stats["white_ratio"] >= 12 / 60
+    assert stats["laplacian_var"] == laplacian_variance(luma(img))
+    assert (stats["text_density"], stats["text_boxes"]) == (0.25, 1)
+    no_ocr = compute_stats(decode(_png(img)))
+    assert no_ocr["text_density"] is None and no_ocr["text_boxes"] is None
+
+
+def test_compute_stats_broken_file_record():
+    stats = compute_stats(decode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30))
+    assert stats["decode_error"].startswith("truncated")
+    assert all(stats[k] is None for k in ("laplacian_var", "entropy", "width"))
+    assert decide(stats)[1].startswith("broken_file: truncated")
+
+
+def test_stats_config_validates():
+    with pytest.raises(ValueError, match="white_level"):
+        StatsConfig(white_level=5, black_level=10)
+    with pytest.raises(ValueError, match="border_tolerance"):
+        StatsConfig(border_tolerance=300)
+
+
+def _good(**overrides):
+    row = dict.fromkeys(STATS_SCHEMA.names)
+    row.update(
+        width=640, height=480, aspect_ratio=640 / 480, laplacian_var=900.0, entropy=7.0,
+        white_ratio=0.05, black_ratio=0.02, border_fraction=0.0, complexity=1.2,
+    )  # fmt: skip
+    row.update(overrides)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({}, ""),
+        ({"decode_error": "truncated: x"}, "broken_file: truncated: x"),
+        ({"width": 200}, "short_side<256"),
+        ({"width": 2000, "height": 480, "aspect_ratio": 2000 / 480}, "aspect_ratio>3"),
+        ({"width": 480, "height": 2000, "aspect_ratio": 480 / 2000}, "aspect_ratio>3"),
+        ({"laplacian_var": 20000.0}, "laplacian_var>10000"),
+        ({"entropy": 2.0}, "entropy<4"),
+        ({"white_ratio": 0.9}, "white_ratio>0.6"),
+        ({"black_ratio": 0.7}, "black_ratio>0.6"),
+        ({"border_fraction": 0.2}, "border_fraction>0.1"),
+        ({"complexity": 3.5}, "complexity>3"),
+        ({"text_density": 0.5}, "text_density>0.3"),
+        ({"text_density": 0.1}, ""),
+        ({"entropy": 2.0, "white_ratio": 0.9, "laplacian_var": 1e5}, "laplacian_var>10000"),
+    ],
+)
+def test_decide_names_first_failing_rule(overrides, reason):
+    assert decide(_good(**overrides)) == (reason == "", reason)
+
+
+def test_decide_respects_disabled_and_custom_rules():
+    row = _good(laplacian_var=20.0, entropy=2.0)
+    assert decide(row, FilterThresholds(min_entropy=None)) == (True, "")
+    strict = FilterThresholds(min_laplacian_var=50, min_entropy=None)
+    assert decide(row, strict) == (False, "laplacian_var<50")
+    with pytest.raises(KeyError, match="entropy"):
+        decide({k: v for k, v in row.items() if k != "entropy"})
+    with pytest.raises(ValueError, match="max_aspect_ratio"):
+        FilterThresholds(max_aspect_ratio=0.5)
+    with pytest.raises(ValueError, match="min_laplacian_var"):
+        FilterThresholds(min_laplacian_var=10, max_laplacian_var=5)
+
+
+def test_decide_table_equals_rowwise_decide(tmp_path):
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(300):
+        w, h = (int(v) for v in rng.integers(100, 2000, 2))
+        row = _good(
+            width=w, height=h, aspect_ratio=w / h, laplacian_var=float(rng.uniform(0, 15000)),
+            entropy=float(rng.uniform(0, 8)), white_ratio=float(rng.uniform(0, 0.8)),
+            black_ratio=float(rng.uniform(0, 0.8)), border_fraction=float(rng.uniform(0, 0.2)),
+            complexity=float(rng.uniform(0, 4)),
+            text_density=None if i % 3 else float(rng.uniform(0, 0.5)),
+        )  # fmt: skip
+        if i % 17 == 0:
+            row = compute_stats(decode(b"junk" * i))
+        row["__key__"] = f"{i:09d}"
+        rows.append(row)
+    table = stats_table(rows)
+    assert (
+        table.column_names[0] == "__key__"
+        and table.schema.field("text_density").type == pa.float64()
+    )
+    pq.write_table(table, tmp_path / "stats.parquet")
+    table = pq.read_table(tmp_path / "stats.parquet")
+    for thresholds in (
+        FilterThresholds(),
+        FilterThresholds(min_laplacian_var=500, min_entropy=None),
+    ):
+        out = decide_table(table, thresholds)
+        expected = [decide(r, thresholds) for r in table.to_pylist()]
+        assert out["keep"].to_pylist() == [k for k, _ in expected]
+        assert out["reason"].to_pylist() == [r for _, r in expected]
+        assert 0 < sum(k for k, _ in expected) < len(rows)  # both outcomes exercised
+    again = decide_table(decide_table(table), FilterThresholds(max_complexity=None))
+    assert again.column_names.count("keep") == 1
