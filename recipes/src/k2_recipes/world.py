@@ -21,6 +21,7 @@ def world_config(settings: WorldSettings) -> WorldConfig:
         max_objects=settings.max_objects,
         styles=settings.styles,
         sizes=settings.sizes,
+        backgrounds=settings.backgrounds,
     )
 
 

@@ -1,0 +1,128 @@
+"""FSDP2 wrapping (per block, then root), activation checkpointing, compile, optimizers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from k2_dit.model import DiT
+from k2_dit.train import adamw_param_groups, muon_adamw_optimizers, muon_param_groups
+
+_INPUT_PROJECTIONS = (
+    "text_adapter.aggregate.proj_in",  # LayerAggregation: encoder width -> model width
+    "text_adapter.aggregate.proj",  # LastLayerProjection
+    "conditioning.embedder.mlp.0",  # sinusoidal timestep features -> model width
+    "conditioning.tokens.mlp.0",  # in-context timestep tokens
+)
+
+
+def adamw_only_linears(model: DiT) -> tuple[str, ...]:
+    """Linear layers kept off Muon: first and last layer plus the text/timestep input projections.
+
+    The report excludes the first and last linear layers; like LLM embeddings, the layers that
+    read raw text-encoder features or sinusoidal timestep features are input projections and
+    stay on AdamW too (research/dit.md §4). Pass the result as `muon_param_groups(exclude=...)`.
+
+    Args:
+        model: the DiT (before wrapping; names inside blocks are not used).
+
+    Returns:
+        Qualified module names present in this model.
+
+    References:
+        Krea 2 report, Optimization; Liu et al. 2025 (Moonlight), §2.
+    """
+    modules = dict(model.named_modules())
+    extra = tuple(n for n in _INPUT_PROJECTIONS if isinstance(modules.get(n), nn.Linear))
+    return (*model.boundary_linear_names(), *extra)
+
+
+def shard_model(
+    model: DiT,
+    *,
+    distributed: bool,
+    param_dtype: torch.dtype | None = None,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    reshard_after_forward: bool = True,
+) -> DiT:
+    """Wrap the DiT for training in place: AC and compile per block, FSDP2 per block then root.
+
+    Order as in torchtitan: activation checkpointing, then `torch.compile` of each block
+    (compiling blocks, not the whole model, keeps graphs small and identical across blocks),
+    then `fully_shard` on each block, the text adapter and finally the root so the remaining
+    parameters (patch embed, conditioning, final layer) form one unit. Mixed precision casts
+    parameters to `param_dtype` for compute and reduces gradients in float32. Inputs are not
+    cast by FSDP (`cast_forward_inputs=False`): timesteps and RoPE tables must stay float32,
+    so the trainer casts latents and text features itself.
+
+    Args:
+        model: the DiT, on its training device.
+        distributed: apply `fully_shard` (needs an initialised process group).
+        param_dtype: compute dtype (torch.bfloat16), or None for full precision.
+        activation_checkpointing: recompute each block in the backward pass.
+        compile: compile each block with `torch.compile`.
+        reshard_after_forward: free gathered block weights after forward (ZeRO-3 style).
+
+    Returns:
+        The same model object.
+
+    References:
+        Zhao et al. 2023 (PyTorch FSDP); torchtitan `parallelize` (apply_ac, apply_compile,
+        apply_fsdp); Krea 2 report, Pretraining.
+    """
+    policy = MixedPrecisionPolicy(
+        param_dtype=param_dtype,
+        reduce_dtype=torch.float32 if param_dtype is not None else None,
+        cast_forward_inputs=False,
+    )
+    for i, block in enumerate(model.blocks):
+        wrapped: nn.Module = checkpoint_wrapper(block) if activation_checkpointing else block
+        if compile:
+            wrapped.compile()
+        if distributed:
+            fully_shard(wrapped, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        model.blocks[i] = wrapped
+    if distributed:
+        fully_shard(model.text_adapter, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(model, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def build_optimizers(
+    model: DiT,
+    *,
+    optimizer: Literal["adamw", "muon"],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    exclude: tuple[str, ...],
+) -> list[torch.optim.Optimizer]:
+    """AdamW alone, or Muon on hidden matrices plus AdamW on the rest (`k2_dit.train` groups).
+
+    Build after `shard_model`: FSDP2 replaces parameters with sharded ones. Muon's
+    Newton-Schulz step runs on the DTensor shards through DTensor's redistribution, which is
+    correct but gathers each matrix on every rank; a sharded Muon (dion) is the scalable path.
+
+    Args:
+        model: the (wrapped) model.
+        optimizer: `adamw` or `muon`.
+        lr: learning rate (shared; Muon uses `match_rms_adamw` so one LR fits both).
+        weight_decay: decoupled weight decay (norm gains included: they are zero-centred).
+        betas: AdamW betas.
+        exclude: linear layers kept on AdamW under Muon (`adamw_only_linears`).
+
+    Returns:
+        The optimizers to step every iteration.
+    """
+    if optimizer == "adamw":
+        groups = adamw_param_groups(model, weight_decay=weight_decay)
+        return [torch.optim.AdamW(groups, lr=lr, betas=betas)]
+    if optimizer == "muon":
+        split = muon_param_groups(model, exclude=exclude, weight_decay=weight_decay)
+        return list(muon_adamw_optimizers(split, lr=lr, betas=betas))
+    raise ValueError(f"optimizer={optimizer!r} must be 'adamw' or 'muon'")
