@@ -164,12 +164,11 @@ def build(variant: str, cfg: DiTConfig, args, device, dtype, recipe: str | None)
                 return h
 
     model.to(device, dtype)
-    params = sum(p.numel() for p in model.parameters())
+    timed = model.blocks if variant == "k2-blocks" else model
+    params = sum(p.numel() for p in timed.parameters())
     if recipe is not None:
         with warnings.catch_warnings(record=True):
-            _, report = convert_to_float8(
-                model.blocks if variant == "k2-blocks" else model, recipe=recipe
-            )
+            _, report = convert_to_float8(timed, recipe=recipe)
         if not report.converted:
             return None, f"float8 skipped: {report.reason}", flops, params
     if args.compile_now:
@@ -228,7 +227,7 @@ def main() -> None:
     args.batch = args.batch or (2 if tiny else 16)
     args.image_tokens = args.image_tokens or (16 if tiny else 1024)
     args.text_tokens = args.text_tokens or (8 if tiny else 256)
-    steps, warmup = args.steps or (2 if tiny else 10), args.warmup or (1 if tiny else 3)
+    steps, warmup = args.steps or (2 if tiny else 10), args.warmup or (2 if tiny else 3)
     modes = (args.modes or ("eager" if tiny else "eager,compiled")).split(",")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

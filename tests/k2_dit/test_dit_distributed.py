@@ -31,7 +31,9 @@ from k2_dit.distributed import (
 )
 from k2_dit.distributed.__main__ import main as launcher_main
 
-TEXT = TextConfig(encoder_dim=16, num_layers=3, aggregation_heads=4, refiner_layers=1, max_tokens=16)
+TEXT = TextConfig(
+    encoder_dim=16, num_layers=3, aggregation_heads=4, refiner_layers=1, max_tokens=16
+)
 MODEL = DiTConfig(
     in_channels=4,
     dim=32,

@@ -3,7 +3,8 @@
 Issue rule: first/last linear (patch embedding, final projection), the text and timestep input
 projections, embeddings, norms, biases and modulation tables on AdamW; every other 2-D weight
 on Muon (`torch.optim.Muon`, Nesterov, `adjust_lr_fn="match_rms_adamw"`); weight decay on the
-zero-centred norm gains; WSD through `transformers.get_wsd_schedule`.
+zero-centred norm gains; WSD through `transformers.get_wsd_schedule`. The modulation tables are
+the report's "per-block tunable bias", so, like every bias, they are not decayed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 import transformers
 
 from k2_dit.blocks import RMSNorm
-from k2_dit.config import AttentionConfig, DiTConfig, TextConfig
+from k2_dit.conditioning import Modulation
+from k2_dit.config import DiTConfig, TextConfig
 from k2_dit.distributed import adamw_only_linears
 from k2_dit.model import DiT
 from k2_dit.train import adamw_param_groups, muon_adamw_optimizers, muon_param_groups, wsd_schedule
@@ -50,9 +52,6 @@ ADAMW_DECAY = {
     *(f"text_adapter.refiner.layers.{i}.{n}.weight" for i in (0, 1) for n in ("norm1", "norm2")),
     *(f"text_adapter.refiner.layers.{i}.attn.{n}.weight" for i in (0, 1) for n in ("q_norm", "k_norm")),
     *(f"blocks.{i}.attn.{n}.weight" for i in range(DEPTH) for n in ("q_norm", "k_norm")),
-    # per-block modulation tables: 2-D and not named *bias, so the current rule decays them
-    *(f"blocks.{i}.modulation.table" for i in range(DEPTH)),
-    "final_modulation.table",
 }  # fmt: skip
 ADAMW_NO_DECAY = {
     "patch_embed.bias",
@@ -63,6 +62,9 @@ ADAMW_NO_DECAY = {
     "conditioning.embedder.mlp.2.bias",
     "conditioning.shared.proj.bias",
     *(f"text_adapter.aggregate.{n}.bias" for n in ("proj_in", "qkv", "attn_out", "pool_kv", "proj_out")),
+    # per-block modulation tables: the report's per-block tunable bias (2-D, but a bias)
+    *(f"blocks.{i}.modulation.table" for i in range(DEPTH)),
+    "final_modulation.table",
 }  # fmt: skip
 
 
@@ -76,13 +78,15 @@ def _names(groups, wd=None) -> set[str]:
     return {n for g in groups if wd is None or g["weight_decay"] == wd for n, _ in g["params"]}
 
 
-def test_default_model_grouping_is_pinned(default_model: DiT) -> None:
-    split = muon_param_groups(default_model, exclude=ISSUE_ADAMW_LINEARS, weight_decay=0.1)
+@pytest.mark.parametrize("exclude", [None, ISSUE_ADAMW_LINEARS], ids=["declared", "explicit"])
+def test_default_model_grouping_is_pinned(default_model: DiT, exclude) -> None:
+    # exclude=None: the builder asks the model (DiT.adamw_linear_names) which linears stay off Muon.
+    split = muon_param_groups(default_model, exclude=exclude, weight_decay=0.1)
     assert set(split.muon_names) == MUON
     assert _names(split.adamw, 0.1) == ADAMW_DECAY
     assert _names(split.adamw, 0.0) == ADAMW_NO_DECAY
     everything = {n for n, p in default_model.named_parameters() if p.requires_grad}
-    assert MUON | ADAMW_DECAY | ADAMW_NO_DECAY == everything
+    assert everything == MUON | ADAMW_DECAY | ADAMW_NO_DECAY
     assert len(MUON) + len(ADAMW_DECAY) + len(ADAMW_NO_DECAY) == len(everything)
     modules = dict(default_model.named_modules())
     for name in ADAMW_DECAY:
@@ -90,6 +94,9 @@ def test_default_model_grouping_is_pinned(default_model: DiT) -> None:
         if "norm" in name:
             # Decaying a gain is only safe because it is stored as w in (1 + w), starting at 0.
             assert isinstance(owner, RMSNorm) and owner.zero_centered, name
+    for name in ADAMW_NO_DECAY:
+        if name.endswith(".table"):
+            assert isinstance(modules[name.rsplit(".", 1)[0]], Modulation), name
 
 
 def test_trainer_exclusions_are_the_issue_list(default_model: DiT) -> None:
@@ -97,28 +104,29 @@ def test_trainer_exclusions_are_the_issue_list(default_model: DiT) -> None:
     text = TextConfig(aggregation="last", encoder_dim=16, num_layers=2, refiner_layers=0)
     with torch.device("meta"):
         other = DiT(DiTConfig(dim=32, depth=1, timestep="in_context", text=text))
-    assert adamw_only_linears(other) == (
+    expected = (
         "patch_embed",
         "final_proj",
         "text_adapter.aggregate.proj",
         "conditioning.tokens.mlp.0",
     )
+    assert other.adamw_linear_names() == expected
+    assert adamw_only_linears(other) == expected
+    # The declared names drive the default split for this configuration too.
+    split = muon_param_groups(other)
+    assert {f"{n}.weight" for n in expected}.isdisjoint(split.muon_names)
+    assert {f"{n}.weight" for n in expected} <= set(split.adamw_names)
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="k2_dit.model.DiT declares only its first/last linears (boundary_linear_names); the "
-    "issue also keeps the text/timestep input projections off Muon. Proposed fix: "
-    "DiT.adamw_linear_names() returning k2_dit.distributed.adamw_only_linears(model).",
-)
 def test_model_declares_all_adamw_linears(default_model: DiT) -> None:
-    assert tuple(default_model.adamw_linear_names()) == ISSUE_ADAMW_LINEARS
+    assert default_model.adamw_linear_names() == ISSUE_ADAMW_LINEARS
+    modules = dict(default_model.named_modules())
+    assert all(isinstance(modules[n], torch.nn.Linear) for n in ISSUE_ADAMW_LINEARS)
 
 
 def test_boundary_names_alone_leave_input_projections_on_muon(default_model: DiT) -> None:
-    # The deviation the xfail above tracks: with only the first/last layers excluded, the text
-    # and timestep input projections land on Muon.
+    # Why the model declares more than its first/last layers: with only those excluded, the
+    # text and timestep input projections land on Muon.
     split = muon_param_groups(default_model, exclude=default_model.boundary_linear_names())
     leaked = set(split.muon_names) - MUON
     assert leaked == {"text_adapter.aggregate.proj_in.weight", "conditioning.embedder.mlp.0.weight"}

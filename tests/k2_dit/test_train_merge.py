@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from k2_dit.train import PMA, average_state_dicts, merge_weights
+from k2_dit.train import PMA, average_state_dicts, merge_weights, task_arithmetic
 
 
 def _sd(seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -127,3 +127,71 @@ def test_pma_validation():
         PMA(window=2, interval=1, start_step=10, end_step=10)
     with pytest.raises(ValueError, match="ema_alpha"):
         PMA(window=2, interval=1, method="ema", ema_alpha=0.0)
+
+
+def _ref_task_arithmetic(base, finetuned, scales):
+    # θ_base + Σ_i λ_i (θ_i - θ_base), element by element in float64.
+    out = {}
+    for k in ("w", "b"):
+        b = base[k].double()
+        acc = b.clone()
+        for lam, sd in zip(scales, finetuned, strict=True):
+            acc = acc + lam * (sd[k].double() - b)
+        out[k] = acc
+    return out
+
+
+@pytest.mark.parametrize("scales", [[0.3, -0.5, 1.25], [1.0, 1.0, 1.0]])
+def test_task_arithmetic_matches_float64_reference(scales):
+    base, tuned = _sd(10), [_sd(i) for i in range(3)]
+    out = task_arithmetic(base, tuned, scales=scales)
+    ref = _ref_task_arithmetic(base, tuned, scales)
+    for k in ("w", "b"):
+        assert out[k].dtype == torch.float32
+        torch.testing.assert_close(out[k].double(), ref[k], rtol=1e-6, atol=1e-6)
+    assert torch.equal(out["steps"], base["steps"])  # integers come from the base
+    shared = task_arithmetic(base, tuned, scales=0.4)  # one float scales every task vector
+    ref = _ref_task_arithmetic(base, tuned, [0.4] * 3)
+    torch.testing.assert_close(shared["w"].double(), ref["w"], rtol=1e-6, atol=1e-6)
+
+
+def test_task_arithmetic_bf16_returns_base_dtype_from_float32_sum():
+    base, tuned = _sd(10, torch.bfloat16), [_sd(i, torch.bfloat16) for i in range(2)]
+    out = task_arithmetic(base, tuned, scales=[0.7, 0.6])
+    assert out["w"].dtype == torch.bfloat16
+    ref = _ref_task_arithmetic(base, tuned, [0.7, 0.6])["w"]
+    torch.testing.assert_close(out["w"].double(), ref, rtol=2**-8, atol=1e-6)
+    # One model at λ = 1 is that model exactly: θ_1 - θ_base of two bf16 numbers is exact in
+    # float32, so adding θ_base back recovers θ_1 (a bf16 subtraction would round it away).
+    one = task_arithmetic(base, tuned[:1], scales=[1.0])
+    assert torch.equal(one["w"], tuned[0]["w"]) and torch.equal(one["b"], tuned[0]["b"])
+    bf16_diff = (tuned[0]["w"] - base["w"]) + base["w"]
+    assert not torch.equal(bf16_diff, tuned[0]["w"])  # the property above is not free
+
+
+def test_task_arithmetic_identities():
+    base, tuned = _sd(10), [_sd(i) for i in range(3)]
+    zero = task_arithmetic(base, tuned, scales=[0.0, 0.0, 0.0])
+    assert all(torch.equal(zero[k], base[k]) for k in base)
+    one = task_arithmetic(base, tuned[1:2], scales=[1.0])
+    torch.testing.assert_close(one["w"], tuned[1]["w"], rtol=0, atol=1e-6)
+    # λ_i = w_i / Σ w: the base cancels and this is the weighted average (a model soup).
+    w = [1.0, 2.0, 5.0]
+    soup = task_arithmetic(base, tuned, scales=[x / sum(w) for x in w])
+    avg = average_state_dicts(tuned, w)
+    torch.testing.assert_close(soup["w"], avg["w"], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(soup["b"], avg["b"], rtol=1e-6, atol=1e-6)
+
+
+def test_task_arithmetic_errors_are_clear():
+    base, tuned = _sd(10), [_sd(i) for i in range(2)]
+    with pytest.raises(ValueError, match="at least one"):
+        task_arithmetic(base, [], scales=[])
+    with pytest.raises(ValueError, match="2 scales for 1 fine-tuned"):
+        task_arithmetic(base, tuned[:1], scales=[1.0, 1.0])
+    with pytest.raises(ValueError, match="finite"):
+        task_arithmetic(base, tuned, scales=[1.0, float("nan")])
+    with pytest.raises(ValueError, match=r"fine-tuned state dict 1 .*missing \['b'\]"):
+        task_arithmetic(base, [tuned[0], {"w": base["w"], "steps": base["steps"]}], scales=1.0)
+    with pytest.raises(ValueError, match=r"'w' has shape \(3, 4\) in fine-tuned state dict 0"):
+        task_arithmetic(base, [{**tuned[0], "w": torch.zeros(3, 4)}], scales=1.0)

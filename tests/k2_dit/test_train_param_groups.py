@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from k2_dit.conditioning import Modulation
 from k2_dit.train import adamw_param_groups, muon_adamw_optimizers, muon_param_groups
 
 
@@ -124,3 +125,37 @@ def test_one_step_of_muon_and_adamw_updates_their_parameters():
     delta = after["blocks.0.qkv.weight"].detach() - before["blocks.0.qkv.weight"]
     s = torch.linalg.svdvals(delta)
     assert float(s.min() / s.max()) > 0.3
+
+
+class _DeclaringDiT(_TinyDiT):
+    def adamw_linear_names(self) -> tuple[str, ...]:
+        return ("patch_embed", "final")
+
+
+def test_muon_split_defaults_to_the_model_declaration():
+    hidden = {f"blocks.{i}.{m}.weight" for i in (0, 1) for m in ("qkv", "proj")}
+    assert set(muon_param_groups(_DeclaringDiT()).muon_names) == hidden
+    with pytest.raises(TypeError, match=r"no adamw_linear_names\(\) method.*pass exclude="):
+        muon_param_groups(_TinyDiT())
+
+
+class _ModulatedBlock(nn.Module):
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.inner = nn.Linear(dim, dim)
+        self.modulation = Modulation(dim, kind="shared_bias")
+        self.ada = Modulation(dim, kind="adaln_mlp")
+
+
+def test_modulation_tables_are_biases_without_decay():
+    # The report's per-block tunable bias (Modulation.table, rows x dim) is 2-D but a bias:
+    # AdamW without decay, in both builders. The adaLN-MLP variant's matrix stays a matrix.
+    model = _ModulatedBlock()
+    assert model.modulation.table.ndim == 2
+    groups = adamw_param_groups(model, weight_decay=0.1)
+    assert _names(groups, 0.1) == {"inner.weight", "ada.proj.weight"}
+    assert _names(groups, 0.0) == {"inner.bias", "modulation.table", "ada.proj.bias"}
+    split = muon_param_groups(model, exclude=("inner",), weight_decay=0.1)
+    assert split.muon_names == ["ada.proj.weight"]
+    assert _names(split.adamw, 0.0) == {"inner.bias", "modulation.table", "ada.proj.bias"}
+    assert _names(split.adamw, 0.1) == {"inner.weight"}

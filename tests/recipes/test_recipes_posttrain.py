@@ -104,7 +104,6 @@ def test_k2_rl_losses_train_a_tiny_model_in_a_plain_torch_loop(one_thread):
         out.loss.mean().backward()
         opt.step()
     end = probe()
-    print(end.loss.median(), end.accuracy.mean(), end.margin.mean(), end.delta_w.mean())
     assert end.loss.median() < 0.5 * start.loss.median()
     assert end.accuracy.mean() > 0.9 and end.margin.mean() > 1.0
     assert end.delta_w.mean() < 0  # STPO-A's anchor: the winner is fitted better than by ref
@@ -138,7 +137,6 @@ def test_k2_rl_losses_train_a_tiny_model_in_a_plain_torch_loop(one_thread):
             (out.loss.mean() / len(traj.sde_steps)).backward()
         opt.step()
     first, last = sum(rewards_seen[:3]) / 3, sum(rewards_seen[-3:]) / 3
-    print(first, last)
     assert last > first + 1.0, (first, last)
 
 
@@ -182,6 +180,8 @@ def test_domain_worlds_narrow_the_pretraining_world_and_configs_name_the_fix():
         PreferenceConfig(losses=("dpo",))
     with pytest.raises(ValueError, match="sde_window=9"):
         GRPOConfig(rollout_steps=8, sde_window=9)
+    with pytest.raises(ValueError, match="CPS step into t = 0"):
+        GRPOConfig(rollout_steps=2, sde_window=2)
 
 
 def test_in_range_fraction_counts_pixels_within_tolerance():

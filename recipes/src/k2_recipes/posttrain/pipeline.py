@@ -119,7 +119,7 @@ def run_posttrain(
     Returns:
         The per-stage evaluations, DPO/STPO curves, GRPO curve and prompt-pool table.
     """
-    t_all = time.time()
+    t_all, cpu_all = time.time(), time.process_time()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -196,5 +196,7 @@ def run_posttrain(
     score("grpo", grpo.model)
     result.model = grpo.model
     result.seconds["total"] = time.time() - t_all
+    # CPU time of this process: on a shared machine it says more about cost than wall time.
+    result.seconds["total_cpu"] = time.process_time() - cpu_all
     run.write_json("posttrain_summary.json", result.summary())
     return result

@@ -126,6 +126,14 @@ class GRPOConfig:
                 f"GRPOConfig.sde_window={self.sde_window} must be in [1, rollout_steps="
                 f"{self.rollout_steps}]"
             )
+        if self.sde_kind == "cps" and max(self.sde_window, self.rollout_steps // 2) >= (
+            self.rollout_steps
+        ):
+            raise ValueError(
+                "a CPS step into t = 0 has no density and the SDE window may reach the last "
+                f"step: use sde_window < rollout_steps // 2 + 1 (got {self.sde_window} of "
+                f"{self.rollout_steps}) or sde_kind='flow_sde'"
+            )
         _positive("GRPOConfig", pool=self.pool_prompts, groups=self.groups_per_iteration)
         _positive("GRPOConfig", lr=self.lr, clip_range=self.clip_range, noise=self.noise_level)
 

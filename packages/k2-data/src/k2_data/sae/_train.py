@@ -22,6 +22,7 @@ def train_sae(
     lr: float = 4e-4,
     seed: int = 0,
     callback: StepCallback | None = None,
+    model: TopKSAE | None = None,
 ) -> TopKSAE:
     """Train a `TopKSAE` on embeddings with the recipe of Gao et al. 2024.
 
@@ -40,6 +41,8 @@ def train_sae(
         seed: initialisation and batch order.
         callback: ``callback(step, model, losses)`` after every step, e.g. for logging;
             ``losses`` holds the batch-mean ``total``, ``mse`` and ``aux`` tensors.
+        model: continue training this model (its config must be ``config``) instead of
+            initialising a new one; its b_pre and activity counters are kept.
 
     Returns:
         The trained model (in train mode).
@@ -52,11 +55,14 @@ def train_sae(
     if steps < 0 or batch_size < 1:
         raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    model = TopKSAE(config, generator=torch.Generator().manual_seed(seed))
-    model = model.to(device=x.device, dtype=x.dtype)
-    sample = x[torch.randperm(len(x), generator=generator, device=x.device)[:4096]]
-    with torch.no_grad():
-        model.b_pre.copy_(geometric_median(sample))
+    if model is None:
+        model = TopKSAE(config, generator=torch.Generator().manual_seed(seed))
+        model = model.to(device=x.device, dtype=x.dtype)
+        sample = x[torch.randperm(len(x), generator=generator, device=x.device)[:4096]]
+        with torch.no_grad():
+            model.b_pre.copy_(geometric_median(sample))
+    elif model.config != config:
+        raise ValueError(f"model was built for {model.config}, not {config}")
     opt = torch.optim.Adam(model.parameters(), lr=lr, eps=6.25e-10)
     for step in range(steps):
         batch = x[torch.randint(len(x), (batch_size,), generator=generator, device=x.device)]

@@ -45,7 +45,9 @@ class BucketBatchSampler:
     ) -> None:
         buckets = torch.as_tensor(bucket_of, dtype=torch.int64)
         if buckets.ndim != 1:
-            raise ValueError(f"bucket_of must be 1-D (one bucket per sample), got {tuple(buckets.shape)}")
+            raise ValueError(
+                f"bucket_of must be 1-D (one bucket per sample), got {tuple(buckets.shape)}"
+            )
         if buckets.numel() and int(buckets.min()) < 0:
             raise ValueError("bucket_of holds a negative bucket index")
         if world_size < 1 or not 0 <= rank < world_size:

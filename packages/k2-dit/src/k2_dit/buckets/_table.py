@@ -43,7 +43,9 @@ def aspect_buckets(
     _positive_int("resolution", resolution)
     _positive_int("multiple", multiple)
     if not (math.isfinite(max_aspect) and max_aspect >= 1.0):
-        raise ValueError(f"max_aspect={max_aspect!r} must be a finite number >= 1 (4 means 1:4..4:1)")
+        raise ValueError(
+            f"max_aspect={max_aspect!r} must be a finite number >= 1 (4 means 1:4..4:1)"
+        )
     step = multiple if step is None else step
     _positive_int("step", step)
     if step % multiple:
@@ -114,9 +116,7 @@ class BucketTable:
         gh, gw = self.token_grid(index)
         return gh * gw
 
-    def assign(
-        self, heights: Int[Tensor, " n"], widths: Int[Tensor, " n"]
-    ) -> Int[Tensor, " n"]:
+    def assign(self, heights: Int[Tensor, " n"], widths: Int[Tensor, " n"]) -> Int[Tensor, " n"]:
         """Index of the bucket nearest to each image by log aspect ratio.
 
         argmin_k |ln(w/h) - ln(w_k/h_k)|; ties go to the lower index (the more portrait bucket).

@@ -39,10 +39,15 @@ def preset(name: str, steps: int) -> TrainConfig:
             ResolutionStage(resolution=64, train_shift=2.0, steps=steps - half, latent_factor=8),
         )
         return TrainConfig(
-            model=model, stages=stages, lr=1e-3, data=SyntheticConfig(num_samples=128, text_tokens=8)
+            model=model,
+            stages=stages,
+            lr=1e-3,
+            data=SyntheticConfig(num_samples=128, text_tokens=8),
         )
     if name == "k2-1b":
-        model = DiTConfig(dim=2048, depth=24, attention=AttentionConfig(num_heads=16, num_kv_heads=4))
+        model = DiTConfig(
+            dim=2048, depth=24, attention=AttentionConfig(num_heads=16, num_kv_heads=4)
+        )
         stages = (
             ResolutionStage(resolution=256, train_shift=1.0, steps=half),
             ResolutionStage(resolution=512, train_shift=2.0, steps=steps - half),

@@ -87,7 +87,9 @@ class SpikeGuard:
         elif not math.isfinite(grad_norm):
             reason = f"gradient norm is {grad_norm}"
         elif loss > (limit := self.threshold()):
-            reason = f"loss {loss:.4g} > {self.config.spike_factor:g} × running median ({limit:.4g})"
+            reason = (
+                f"loss {loss:.4g} > {self.config.spike_factor:g} × running median ({limit:.4g})"
+            )
         if reason is None:
             self._history.append(loss)
             self.consecutive = 0

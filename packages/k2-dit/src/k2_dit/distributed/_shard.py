@@ -12,23 +12,16 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from k2_dit.model import DiT
 from k2_dit.train import adamw_param_groups, muon_adamw_optimizers, muon_param_groups
 
-_INPUT_PROJECTIONS = (
-    "text_adapter.aggregate.proj_in",  # LayerAggregation: encoder width -> model width
-    "text_adapter.aggregate.proj",  # LastLayerProjection
-    "conditioning.embedder.mlp.0",  # sinusoidal timestep features -> model width
-    "conditioning.tokens.mlp.0",  # in-context timestep tokens
-)
-
 
 def adamw_only_linears(model: DiT) -> tuple[str, ...]:
     """Linear layers kept off Muon: first and last layer plus the text/timestep input projections.
 
-    The report excludes the first and last linear layers; like LLM embeddings, the layers that
-    read raw text-encoder features or sinusoidal timestep features are input projections and
-    stay on AdamW too (research/dit.md §4). Pass the result as `muon_param_groups(exclude=...)`.
+    Delegates to `DiT.adamw_linear_names`, the model's own declaration (also the default
+    `exclude` of `k2_dit.train.muon_param_groups`). Call it on the plain model, before
+    `shard_model` wraps it, and pass the result to `build_optimizers(exclude=...)`.
 
     Args:
-        model: the DiT (before wrapping; names inside blocks are not used).
+        model: the DiT (before wrapping).
 
     Returns:
         Qualified module names present in this model.
@@ -36,9 +29,7 @@ def adamw_only_linears(model: DiT) -> tuple[str, ...]:
     References:
         Krea 2 report, Optimization; Liu et al. 2025 (Moonlight), §2.
     """
-    modules = dict(model.named_modules())
-    extra = tuple(n for n in _INPUT_PROJECTIONS if isinstance(modules.get(n), nn.Linear))
-    return (*model.boundary_linear_names(), *extra)
+    return model.adamw_linear_names()
 
 
 def shard_model(
@@ -88,7 +79,9 @@ def shard_model(
             fully_shard(wrapped, mp_policy=policy, reshard_after_forward=reshard_after_forward)
         model.blocks[i] = wrapped
     if distributed:
-        fully_shard(model.text_adapter, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(
+            model.text_adapter, mp_policy=policy, reshard_after_forward=reshard_after_forward
+        )
         fully_shard(model, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return model
 

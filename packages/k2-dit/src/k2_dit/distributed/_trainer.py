@@ -129,9 +129,12 @@ def _draw(cfg: TrainConfig, stage: ResolutionStage, step: int, positions: list[i
         gen = step_generator(cfg.seed, 2, step, j)
         ts.append(
             shifted_logit_normal_timesteps(
-                1, shift=stage.train_shift, mean=cfg.timestep_mean, std=cfg.timestep_std,
+                1,
+                shift=stage.train_shift,
+                mean=cfg.timestep_mean,
+                std=cfg.timestep_std,
                 generator=gen,
-            )  # fmt: skip
+            )
         )
         noises.append(torch.randn(like.shape[1:], generator=gen))
         drops.append(torch.rand(1, generator=gen) < cfg.cfg_dropout)
@@ -192,9 +195,7 @@ def train(cfg: TrainConfig, *, loss_hook: LossHook | None = None) -> TrainResult
     start = 0
     ckpt_root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if ckpt_root is not None and cfg.resume and (last := latest_checkpoint(ckpt_root)):
-        state = load_training_state(
-            last, model=model, optimizers=optimizers, schedulers=schedulers
-        )
+        state = load_training_state(last, model=model, optimizers=optimizers, schedulers=schedulers)
         start = state["step"]
         guard.load_state_dict(state["trainer"]["guard"])
         if info.is_main:
@@ -273,7 +274,7 @@ def train(cfg: TrainConfig, *, loss_hook: LossHook | None = None) -> TrainResult
                 model=model,
                 optimizers=optimizers,
                 schedulers=schedulers,
-                trainer_state={"guard": guard.state_dict(), "config_seed": cfg.seed},
+                trainer_state={"guard": guard.state_dict()},
             )
     final = None
     if ckpt_root is not None and cfg.export_final and end == cfg.total_steps and start < end:

@@ -100,6 +100,36 @@ class DiT(nn.Module):
         """
         return ("patch_embed", "final_proj")
 
+    def adamw_linear_names(self) -> tuple[str, ...]:
+        """Qualified names of every linear layer kept off Muon: boundaries and input projections.
+
+        The first and last linear layers (`boundary_linear_names`), plus whichever of the
+        input projections this configuration builds: the text adapter's projection of the raw
+        encoder features (`text_adapter.aggregate.proj_in` or `.proj`) and the first layer of
+        the timestep MLP reading sinusoidal features (`conditioning.embedder.mlp.0` or
+        `conditioning.tokens.mlp.0`). Like the embedding layer of an LLM these read
+        non-hidden-state inputs, so they stay on AdamW. `k2_dit.train.muon_param_groups`
+        uses this list when no `exclude` is given.
+
+        Returns:
+            Names in this order: patch embedding, final projection, text projection, timestep
+            projection (the last two only where present as `nn.Linear`).
+
+        References:
+            Krea 2 report, Optimization ("exclude the first and last linear layers of the
+            MMDiT from the Muon parameters"); Liu et al. 2025 (Moonlight), §2 (embedding and
+            head on AdamW).
+        """
+        modules = dict(self.named_modules())
+        inputs = (
+            "text_adapter.aggregate.proj_in",  # LayerAggregation: encoder width -> model width
+            "text_adapter.aggregate.proj",  # LastLayerProjection
+            "conditioning.embedder.mlp.0",  # sinusoidal timestep features -> model width
+            "conditioning.tokens.mlp.0",  # in-context timestep tokens
+        )
+        present = tuple(n for n in inputs if isinstance(modules.get(n), nn.Linear))
+        return (*self.boundary_linear_names(), *present)
+
     def num_parameters(self, exclude_text: bool = False) -> int:
         """Number of parameters; `exclude_text` leaves out the text adapter."""
         skip = {id(p) for p in self.text_adapter.parameters()} if exclude_text else set()

@@ -1,5 +1,5 @@
-"""Training utilities: checkpoints, config I/O, WSD schedule, PMA/merging, optimizer groups,
-float8 conversion."""
+"""Training utilities: checkpoints, config I/O, WSD schedule, PMA (streamed over checkpoint
+files), model merging and task arithmetic, optimizer groups, float8 conversion."""
 
 from k2_dit.train._checkpoint import load_checkpoint, save_checkpoint
 from k2_dit.train._config_io import config_from_dict, config_to_dict
@@ -12,7 +12,13 @@ from k2_dit.train._float8 import (
     convert_to_float8,
     float8_module_filter,
 )
-from k2_dit.train._merge import PMA, MergeMethod, average_state_dicts, merge_weights
+from k2_dit.train._merge import (
+    PMA,
+    MergeMethod,
+    average_state_dicts,
+    merge_weights,
+    task_arithmetic,
+)
 from k2_dit.train._param_groups import (
     MuonParamGroups,
     ParamPredicate,
@@ -21,29 +27,33 @@ from k2_dit.train._param_groups import (
     muon_param_groups,
 )
 from k2_dit.train._schedule import DecayType, wsd_phase_steps, wsd_schedule
+from k2_dit.train._stream_average import average_checkpoints, pma_checkpoints
 
 __all__ = [
     "FLOAT8_SKIP_FQNS",
     "PMA",
+    "DecayType",
     "Float8ModuleFilter",
     "Float8Recipe",
     "Float8Report",
     "Float8SkippedWarning",
-    "convert_to_float8",
-    "float8_module_filter",
-    "DecayType",
     "MergeMethod",
     "MuonParamGroups",
     "ParamPredicate",
     "adamw_param_groups",
+    "average_checkpoints",
     "average_state_dicts",
     "config_from_dict",
     "config_to_dict",
+    "convert_to_float8",
+    "float8_module_filter",
     "load_checkpoint",
     "merge_weights",
     "muon_adamw_optimizers",
     "muon_param_groups",
+    "pma_checkpoints",
     "save_checkpoint",
+    "task_arithmetic",
     "wsd_phase_steps",
     "wsd_schedule",
 ]

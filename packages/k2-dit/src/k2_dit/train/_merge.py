@@ -1,4 +1,4 @@
-"""Weight averaging: weighted state-dict averages and PMA over stable-phase checkpoints."""
+"""Weight averaging: weighted state-dict averages, task arithmetic and PMA snapshots."""
 
 from __future__ import annotations
 
@@ -78,6 +78,73 @@ def average_state_dicts(
     return out
 
 
+def task_arithmetic(
+    base: Mapping[str, Tensor],
+    finetuned: Sequence[Mapping[str, Tensor]],
+    *,
+    scales: float | Sequence[float],
+) -> dict[str, Tensor]:
+    """Task arithmetic θ = θ_base + Σ_i λ_i (θ_i - θ_base) over fine-tunes of one base.
+
+    Each fine-tune contributes its task vector τ_i = θ_i - θ_base scaled by λ_i. The sum is
+    formed in at least float32 and returned in the base's dtype, on the base's device, so
+    bf16 task vectors (small differences of large weights) are not rounded before scaling.
+    With λ_i = w_i / Σ_j w_j the base cancels and this is the weighted average
+    `average_state_dicts(finetuned, w)` (a model soup); λ_i summing to more than 1
+    extrapolates along the task vectors. Integer/bool tensors are taken from the base.
+
+    Args:
+        base: the common starting point θ_base.
+        finetuned: one or more state dicts fine-tuned from `base` (same keys and shapes).
+        scales: λ_i, one per fine-tune, or one float used for all; any finite value
+            (negative λ subtracts a task, the "forgetting" use of task vectors).
+
+    Returns:
+        A new state dict with the base's keys, dtypes and device.
+
+    References:
+        Ilharco et al. 2023, "Editing Models with Task Arithmetic" (arXiv 2212.04089), Eq. 1
+        (τ = θ_ft - θ_pre) and §3-4 (θ = θ_pre + λ Σ τ_i); Krea 2 report, Supervised
+        finetuning (SFT) ("model merging to produce a generalist SFT checkpoint").
+    """
+    n = len(finetuned)
+    if n == 0:
+        raise ValueError("task_arithmetic needs at least one fine-tuned state dict")
+    lams = [float(scales)] * n if isinstance(scales, int | float) else [float(x) for x in scales]
+    if len(lams) != n:
+        raise ValueError(f"got {len(lams)} scales for {n} fine-tuned state dicts; give one each")
+    if not all(math.isfinite(x) for x in lams):
+        raise ValueError(f"scales={lams} must be finite")
+    keys = set(base)
+    for i, sd in enumerate(finetuned):
+        if set(sd) != keys:
+            raise ValueError(
+                f"fine-tuned state dict {i} has different keys than the base: missing "
+                f"{sorted(keys - set(sd))}, extra {sorted(set(sd) - keys)}; task arithmetic "
+                "needs fine-tunes of the same model"
+            )
+    out: dict[str, Tensor] = {}
+    for name, ref in base.items():
+        for i, sd in enumerate(finetuned):
+            if sd[name].shape != ref.shape:
+                raise ValueError(
+                    f"{name!r} has shape {tuple(sd[name].shape)} in fine-tuned state dict {i} "
+                    f"but {tuple(ref.shape)} in the base"
+                )
+        if not (ref.is_floating_point() or ref.is_complex()):
+            out[name] = ref.detach().clone()
+            continue
+        acc_dtype = torch.promote_types(ref.dtype, torch.float32)
+        theta_base = ref.detach().to(acc_dtype)
+        acc = theta_base.clone()
+        for lam, sd in zip(lams, finetuned, strict=True):
+            if lam != 0.0:
+                task = sd[name].detach().to(device=ref.device, dtype=acc_dtype) - theta_base
+                acc.add_(task, alpha=lam)
+        out[name] = acc.to(ref.dtype)
+    return out
+
+
 def merge_weights(method: MergeMethod, n: int, *, ema_alpha: float = 0.2) -> list[float]:
     """Per-checkpoint weights (oldest first, summing to 1) of the PMA merging rules.
 
@@ -118,7 +185,7 @@ class PMA:
     extra weights; that is PMA's memory advantage over a per-step EMA. Restrict snapshots to
     the stable (constant-LR) phase of a WSD schedule with `start_step`/`end_step` (see
     `wsd_phase_steps`). For runs too large for host memory, save checkpoints instead and
-    merge them with `average_state_dicts(..., merge_weights(...))`.
+    stream them: `average_checkpoints(pma_checkpoints(dirs, last_n=..., interval=...))`.
 
     Example:
         pma = PMA(window=4, interval=1000, start_step=warmup, end_step=warmup + stable)

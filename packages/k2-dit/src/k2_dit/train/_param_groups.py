@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from k2_dit.conditioning import Modulation
+
 ParamPredicate = Callable[[str, nn.Parameter], bool]
 """`predicate(qualified_name, parameter) -> bool`."""
 
@@ -26,6 +28,12 @@ def _is_norm(module: nn.Module) -> bool:
     # Custom norms (e.g. the zero-centred RMSNorm(1 + w) of k2_dit.blocks) are recognised
     # by class name, since they do not subclass torch's norms.
     return isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()
+
+
+def _is_modulation_table(local: str, module: nn.Module) -> bool:
+    # The report's "per-block tunable bias" (Modulation.table, rows × dim): a bias, so no
+    # decay, although it is 2-D and not named *bias.
+    return isinstance(module, Modulation) and local == "table"
 
 
 def _named_trainable(model: nn.Module) -> Iterator[tuple[str, str, nn.Module, nn.Parameter]]:
@@ -51,6 +59,8 @@ def _decays(
     if no_decay is not None and no_decay(name, p):
         return False
     if local.endswith("bias") or isinstance(module, _EMBEDDINGS):
+        return False
+    if _is_modulation_table(local, module):
         return False
     if _is_norm(module):
         return decay_norm_gains
@@ -86,8 +96,10 @@ def adamw_param_groups(
 ) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices (and norm gains), none on biases and tables.
 
-    No decay: every `*bias`, `nn.Embedding`/`nn.EmbeddingBag` tables, other parameters with
-    fewer than 2 dims, and anything `no_decay(name, p)` selects. Decay: parameters with
+    No decay: every `*bias`, `nn.Embedding`/`nn.EmbeddingBag` tables, the modulation tables
+    of `k2_dit.conditioning.Modulation` (the report's per-block tunable bias: a bias of
+    shape (rows, dim), so it is treated like one), other parameters with fewer than 2 dims,
+    and anything `no_decay(name, p)` selects. Decay: parameters with
     >= 2 dims, and the gains of norm modules (torch norms and any module whose class name
     contains "Norm") when `decay_norm_gains`. The default decays norm gains because the
     report's RMSNorm is zero-centred (y = x/rms·(1 + w)): decay pulls w to 0, i.e. the gain
@@ -150,7 +162,7 @@ def _exclusion(exclude: Sequence[str] | ParamPredicate, names: list[str]) -> Par
 def muon_param_groups(
     model: nn.Module,
     *,
-    exclude: Sequence[str] | ParamPredicate,
+    exclude: Sequence[str] | ParamPredicate | None = None,
     weight_decay: float = 0.0,
     decay_norm_gains: bool = True,
     no_decay: ParamPredicate | None = None,
@@ -161,14 +173,22 @@ def muon_param_groups(
     Muon gets the `weight` of every `nn.Linear` (or whatever `hidden_matrix` selects; it
     must be 2-D) that `exclude` does not name. Everything else (excluded layers, biases,
     norms, embedding tables, modulation vectors, conv kernels) goes to AdamW, split by
-    the rules of `adamw_param_groups`. Name the model's first and last linear layers
-    (patch embedding and final projection) in `exclude` explicitly; there is no guess.
+    the rules of `adamw_param_groups`. There is no guess at which layers are the first and
+    last: by default the model declares them through `model.adamw_linear_names()` (as
+    `k2_dit.model.DiT` does: patch embedding, final projection and the text/timestep input
+    projections); any other model must pass `exclude`.
+
+    For the default `DiT` this gives the issue's split: Muon takes every attention and MLP
+    matrix of the blocks and of the text adapter, the timestep MLP's second layer and the
+    shared modulation projection; AdamW takes the excluded linears (decayed), the
+    zero-centred norm gains (decayed), and biases, embeddings and modulation tables (not
+    decayed).
 
     Args:
         model: the module to optimise.
         exclude: module or parameter names (a name also matches everything under it), or
             a predicate `exclude(name, p)`. Every name must match a parameter, which catches
-            typos and renamed layers.
+            typos and renamed layers. None (default) uses `model.adamw_linear_names()`.
         weight_decay: decay of the Muon group and of AdamW's decayed group.
         decay_norm_gains: see `adamw_param_groups`.
         no_decay: see `adamw_param_groups`.
@@ -182,6 +202,15 @@ def muon_param_groups(
         (Moonlight), §2; Krea 2 report, Architecture ("crucial to exclude the first and last
         linear layers of the MMDiT from the Muon parameters").
     """
+    if exclude is None:
+        declared = getattr(model, "adamw_linear_names", None)
+        if not callable(declared):
+            raise TypeError(
+                f"{type(model).__name__} has no adamw_linear_names() method, so "
+                "muon_param_groups cannot tell its first and last linear layers: pass "
+                "exclude=('<first linear>', '<last linear>', ...) explicitly"
+            )
+        exclude = tuple(declared())
     entries = list(_named_trainable(model))
     excluded = _exclusion(exclude, [e[0] for e in entries])
     muon: list[tuple[str, nn.Parameter]] = []
