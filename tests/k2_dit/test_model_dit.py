@@ -377,5 +377,5 @@ def test_pooled_text_is_the_mlp_of_the_masked_mean_added_to_the_timestep_embeddi
 
 
 def test_pooled_text_needs_adaln() -> None:
-    with pytest.raises(ValueError, match="text.pooled=True.*shared_bias"):
+    with pytest.raises(ValueError, match=r"text\.pooled=True.*shared_bias"):
         tiny(timestep="in_context", text=dataclasses.replace(TEXT, pooled=True))

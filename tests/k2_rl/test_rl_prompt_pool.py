@@ -152,6 +152,7 @@ def test_export_rows_csv_arrow_and_state_round_trip(tmp_path):
     assert [r["prompt"] for r in read] == ["prompt 0", "prompt 1", "prompt 2"]
     assert float(read[2]["mean"]) == pytest.approx(0.5)
     import pyarrow as pa
+
     table = pool.to_arrow()
     assert (
         isinstance(table, pa.Table) and table.num_rows == 3 and "recent_std" in table.column_names
