@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from k2_data.synthetic import sample_scenes
-from k2_dit.train import average_state_dicts, save_checkpoint
+from k2_dit.train import average_state_dicts, save_checkpoint, task_arithmetic
 from k2_recipes.posttrain.presets import SFTConfig
 from k2_recipes.presets import PretrainConfig, StageConfig, WorldSettings
 from k2_recipes.pretrain import train_stage
@@ -75,7 +75,7 @@ def curated_set(
     return TrainingSet(images=images, hidden=hidden, mask=mask.view(n, 3, -1), prompts=prompts)
 
 
-def task_arithmetic(
+def merge_domains(
     base: dict[str, Tensor],
     finetuned: list[dict[str, Tensor]],
     *,
@@ -84,21 +84,21 @@ def task_arithmetic(
 ) -> dict[str, Tensor]:
     """θ = θ_base + λ·Σ_i w_i(θ_i - θ_base), w normalised; λ = 1 is the weighted average.
 
-    The average itself is `k2_dit.train.average_state_dicts`; only the extrapolation by λ
-    is added here (average_state_dicts takes non-negative weights).
+    λ = 1 goes through `k2_dit.train.average_state_dicts` (a model soup), any other λ through
+    `k2_dit.train.task_arithmetic` with per-checkpoint scales λ·w_i.
 
     References:
-        Ilharco et al. 2023, "Editing Models with Task Arithmetic" (arXiv 2212.04089), Eq. 1
-        (task vectors) and §3 (adding them); Wortsman et al. 2022, "Model soups", Eq. 1.
+        Wortsman et al. 2022, "Model soups", Eq. 1; Ilharco et al. 2023, "Editing Models
+        with Task Arithmetic" (arXiv 2212.04089), Eq. 1 and §3; Krea 2 report, SFT (merging
+        domain SFT checkpoints into a generalist one).
     """
-    merged = average_state_dicts(finetuned, weights)
     if scale == 1.0:
-        return merged
-    out = {}
-    for name, theta in merged.items():
-        b = base[name]
-        out[name] = (b + scale * (theta - b)) if theta.is_floating_point() else theta
-    return out
+        return average_state_dicts(finetuned, weights)
+    w = [1.0] * len(finetuned) if weights is None else [float(x) for x in weights]
+    total = sum(w)
+    if not total > 0:
+        raise ValueError(f"merge weights {w} must have a positive sum")
+    return task_arithmetic(base, finetuned, scales=[scale * x / total for x in w])
 
 
 def run_sft(
@@ -139,7 +139,7 @@ def run_sft(
         domain_models[domain] = policy
 
     weights = None if cfg.merge_weights is None else list(cfg.merge_weights)
-    merged_sd = task_arithmetic(
+    merged_sd = merge_domains(
         base,
         [m.state_dict() for m in domain_models.values()],
         weights=weights,
