@@ -9,7 +9,9 @@ norm). Every row samples 10% of the points. "default" is the library configurati
 (cosine k-means, AFK-MC2 init, resampling); "naive" is Euclidean k-means with random
 init and no resampling, the prototype that built a catch-all cluster. "uniform" is a
 uniform random sample of the same size. Timings cover clustering and sampling (not data
-generation); faiss uses every core.
+generation); faiss uses every core. "CPU s" is the process CPU time of clustering plus
+sampling (all threads), a figure that a machine shared with other jobs inflates less than
+wall time. "load 1 min" is the machine's load average when the row finished.
 """
 
 from __future__ import annotations
@@ -67,14 +69,14 @@ def main() -> None:
     table: list[tuple] = []
     uniform = np.random.default_rng(0).choice(n, target, replace=False)
     covered = component_coverage(component, uniform, n_components=comps)
-    table.append(("uniform random", "-", "-", "-", "-", "-", "-", "-", "-", *covered))
+    table.append(("uniform random", *["-"] * 9, *covered, "-"))
     for name, spherical, init, resample in rows:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         config = _config(k1, k2, spherical=spherical, init=init, resample=resample)
         hierarchy = hierarchical_kmeans(x, config)
         t1 = time.perf_counter()
         sample = balanced_sample(hierarchy, target, seed=0)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         top = hierarchy.sizes(-1)
         in_largest = component[hierarchy.labels(-1) == top.argmax()]
         table.append(
@@ -85,10 +87,12 @@ def main() -> None:
                 "yes" if resample else "no",
                 f"{t1 - t0:.1f}",
                 f"{t2 - t1:.2f}",
+                f"{c2 - c0:.0f}",
                 f"{len(hierarchy.centroids[0])}/{len(top)}",
                 f"{top.max():,}",
                 f"{len(np.unique(in_largest)):,}",
                 *component_coverage(component, sample, n_components=comps),
+                f"{os.getloadavg()[0]:.1f}",
             )
         )
         print(f"  {name}: {t1 - t0:.1f} s", flush=True)
@@ -99,8 +103,8 @@ def main() -> None:
         f"{n:,} x 384 from {comps:,} Zipf components (generated in {gen_s:.0f} s), "
         f"levels {k1}/{k2}, sample {target:,}\n"
     )
-    head = ("method", "k-means", "init", "resampling", "cluster s", "sample s", "leaves/top",
-            "largest top cluster", "its components", "covered", f"rarest {comps // 2:,}")  # fmt: skip
+    head = ("method", "k-means", "init", "resampling", "cluster s", "sample s", "CPU s", "leaves/top",
+            "largest top cluster", "its components", "covered", f"rarest {comps // 2:,}", "load 1 min")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in table:

@@ -20,6 +20,8 @@ _USAGE = """usage: k2 COMMAND [--preset NAME] [overrides...]
 commands:
   demo       the whole pipeline on the embedded synthetic world (presets: {demo})
   pretrain   progressive-resolution pretraining of the DiT (presets: {pretrain})
+  posttrain  SFT, preference pairs, STPO / Flow-DPO and GRPO from a pretraining run
+             (e.g. `k2 posttrain --preset tiny --pretrain-run runs/pretrain-tiny`)
 
 `k2 COMMAND --help` lists every field that can be overridden.
 """
@@ -80,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from k2_recipes.pretrain import run_pretrain_command
 
         _run("pretrain", PRETRAIN_PRESETS, run_pretrain_command, rest)
+    elif command == "posttrain":
+        from k2_recipes.posttrain import POSTTRAIN_COMMAND_PRESETS, run_posttrain_command
+
+        _run("posttrain", POSTTRAIN_COMMAND_PRESETS, run_posttrain_command, rest)
     else:
         raise SystemExit(f"k2: unknown command {command!r}\n\n{usage}")
 

@@ -1,8 +1,9 @@
 """`k2 demo`: every stage available so far, in one run directory, on the embedded synthetic world.
 
-Today the pipeline is: render the world -> pretrain in two resolution stages -> sample held-out
-prompts -> report. Later stages (SFT, preference optimisation, GRPO, distillation) append to the
-same run directory and report.
+The pipeline: render the world -> pretrain in two resolution stages -> sample held-out prompts
+-> SFT on two domains and merge -> preference pairs scored by the rubric reward -> STPO (and
+plain Flow-DPO for comparison) -> CFG-free GRPO -> report. Later stages (distillation) append to
+the same run directory and report.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ def run_demo(cfg: DemoConfig, *, preset: str) -> PretrainResult:
     run.write_config("config", replace(cfg, pretrain=pretrain), preset=preset, command="demo")
     try:
         result = run_pretrain(pretrain, run)
+        if cfg.posttrain is not None:
+            from k2_recipes.posttrain import run_posttrain
+
+            result.posttrain = run_posttrain(
+                cfg.posttrain,
+                run,
+                model=result.model,
+                encoder=result.encoder,
+                pretrain_cfg=pretrain,
+            )
         finish(result, run, pretrain, title=f"k2 demo ({preset})")
     finally:
         run.close()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from k2_dit.config import AttentionConfig, DiTConfig, RopeConfig, TextConfig
+from k2_recipes.posttrain.presets import POSTTRAIN_PRESETS, PosttrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +106,8 @@ class DemoConfig:
     """`k2 demo`: the whole pipeline available so far on the embedded synthetic world."""
 
     pretrain: PretrainConfig
+    posttrain: PosttrainConfig | None = None
+    """SFT -> preference pairs -> STPO / Flow-DPO -> GRPO after pretraining; None skips them."""
     run_dir: str | None = None
 
 
@@ -207,5 +210,6 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
 """`tiny`: CPU in minutes; `smoke`: CI check in about a minute; `small`: one GPU."""
 
 DEMO_PRESETS: dict[str, DemoConfig] = {
-    name: DemoConfig(pretrain=cfg) for name, cfg in PRETRAIN_PRESETS.items()
+    name: DemoConfig(pretrain=cfg, posttrain=POSTTRAIN_PRESETS[name])
+    for name, cfg in PRETRAIN_PRESETS.items()
 }

@@ -36,6 +36,8 @@ class PretrainResult:
     evals: dict[str, EvalResult] = field(default_factory=dict)
     param_rows: list[dict[str, Any]] = field(default_factory=list)
     flops: dict[str, float] = field(default_factory=dict)
+    posttrain: Any = None
+    """`k2_recipes.posttrain.PosttrainResult` when the demo ran the post-training stages."""
 
 
 def _batch(
@@ -211,6 +213,8 @@ def finish(result: PretrainResult, run: RunDir, cfg: PretrainConfig, *, title: s
         "flops": result.flops,
         "caption_variants": VARIANTS,
     }
+    if result.posttrain is not None:
+        summary["posttrain"] = result.posttrain.summary()
     run.write_json("summary.json", summary)
     report = write_report(run, cfg, result, title=title)
     print(f"\n{title}: run directory {run.path}")
@@ -220,6 +224,14 @@ def finish(result: PretrainResult, run: RunDir, cfg: PretrainConfig, *, title: s
             f"  {key:>10}: verifier score {ev.score:.3f}, fully correct {ev.fully_correct:.1%} "
             f"on {ev.num_prompts} held-out prompts"
         )
+    if result.posttrain is not None:
+        for row in result.posttrain.stage_rows():
+            print(
+                "  "
+                + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                )
+            )
     print(f"  report: {report}")
     return report
 

@@ -119,6 +119,16 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
+def _posttrain_sections(run: RunDir, result: Any) -> str:
+    posttrain = getattr(result, "posttrain", None)
+    if posttrain is None:
+        return ""
+    # Imported here: the post-training report imports this module's plot helpers.
+    from k2_recipes.posttrain import posttrain_report_sections
+
+    return posttrain_report_sections(posttrain, images_dir=run.path / "images")
+
+
 def write_report(run: RunDir, cfg: Any, result: Any, *, title: str) -> Path:
     """Write run.path/report.html from metrics.jsonl, the image grids and the result object."""
     metrics = run.read_metrics()
@@ -168,6 +178,7 @@ The verifier score averages the colour+shape (<code>object</code>), <code>count<
 <h3>FLOPs</h3>{_table(flops_rows)}
 <p class=muted>FLOPs follow the 6·N-per-token convention for matmul weights plus attention
 (k2_dit.model.flops_per_sample).</p>
+{_posttrain_sections(run, result)}
 </body></html>
 """
     out = run.path / "report.html"

@@ -107,7 +107,7 @@ def run_posttrain(
     encoder: TextEncoder,
     pretrain_cfg: PretrainConfig,
 ) -> PosttrainResult:
-    """Run every post-training stage from the pretrained DiT; `model` itself is not modified.
+    """Run every post-training stage from the pretrained DiT (whose weights are left unchanged).
 
     Args:
         cfg: the post-training config.
