@@ -46,7 +46,7 @@ def as_points(x: np.ndarray, *, spherical: bool, name: str = "x") -> np.ndarray:
         if (sq == 0).any():
             raise ValueError(
                 f"{name} has {int((sq == 0).sum())} all-zero rows, which have no direction "
-                "for spherical (cosine) k-means; drop them or use spherical=False"
+                "for cosine similarity; drop them (or cluster with spherical=False)"
             )
         out = out.copy() if np.may_share_memory(out, x) else out
         faiss.normalize_L2(out)
