@@ -13,7 +13,6 @@ import math
 
 import pytest
 import torch
-import transformers
 
 from k2_dit.blocks import RMSNorm
 from k2_dit.conditioning import Modulation
@@ -185,6 +184,9 @@ def test_adamw_groups_decay_norm_gains_by_default(default_model: DiT) -> None:
 
 
 def test_wsd_schedule_delegates_to_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Resolve the module now: another test may have re-imported transformers since collection.
+    import transformers
+
     calls = []
     real = transformers.get_wsd_schedule
 
