@@ -21,7 +21,7 @@ def run_demo(cfg: DemoConfig, *, preset: str) -> PretrainResult:
     run.write_config("config", replace(cfg, pretrain=pretrain), preset=preset, command="demo")
     try:
         result = run_pretrain(pretrain, run)
-        if cfg.posttrain is not None:
+        if cfg.run_posttrain:
             from k2_recipes.posttrain import run_posttrain
 
             result.posttrain = run_posttrain(

@@ -106,8 +106,10 @@ class DemoConfig:
     """`k2 demo`: the whole pipeline available so far on the embedded synthetic world."""
 
     pretrain: PretrainConfig
-    posttrain: PosttrainConfig | None = None
-    """SFT -> preference pairs -> STPO / Flow-DPO -> GRPO after pretraining; None skips them."""
+    posttrain: PosttrainConfig = field(default_factory=lambda: POSTTRAIN_PRESETS["tiny"])
+    """SFT -> preference pairs -> STPO / Flow-DPO -> GRPO after pretraining."""
+    run_posttrain: bool = True
+    """Run the post-training stages (`--no-run-posttrain` stops after pretraining)."""
     run_dir: str | None = None
 
 
