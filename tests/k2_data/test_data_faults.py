@@ -121,8 +121,7 @@ def test_fault_corpus_every_member_accounted_for(corpus_shard, tmp_path):
         else:  # odd but valid files decode, hash and pass the filters
             assert row["decode_error"] is None, (key, row["decode_error"])
             assert len(row["phash"]) == 18 and len(row["colorhash"]) == 13
-            # 008 is dropped for low entropy: see test_16bit_grey_png_is_scaled_not_clipped.
-            assert row["keep"] is (key != "008"), (key, row["reason"])
+            assert row["keep"] is True, (key, row["reason"])
     modes = {k: rows[k]["mode"] for k in ("007", "008", "009", "010")}
     assert modes == {"007": "CMYK", "008": "I;16", "009": "P", "010": "RGB"}
     assert (rows["010"]["width"], rows["010"]["height"]) == (320, 320)  # header size, unrotated
@@ -130,11 +129,6 @@ def test_fault_corpus_every_member_accounted_for(corpus_shard, tmp_path):
     assert not (tmp_path.parent / "etc").exists()  # nothing is ever extracted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="k2_data.filters.decode converts I;16 with Pillow's convert('RGB'), which clips "
-    "at 255 instead of scaling by 1/257: a 16-bit grey PNG decodes almost all white",
-)
 def test_16bit_grey_png_is_scaled_not_clipped(tmp_path):
     levels = np.arange(256, dtype=np.uint16).reshape(16, 16)
     shard = _tar(tmp_path / "deep.tar", [("000.png", _save(Image.fromarray(levels * 257), "PNG"))])

@@ -163,6 +163,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB view of any mode; transparent pixels are shown on white, as a viewer would."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grey: Pillow's convert("RGB") clips at 255, which turns
+        # a 16-bit PNG almost white; scale the 0..65535 range to 0..255 instead.
+        wide = np.asarray(image, dtype=np.int64)
+        grey = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", image.size, _WHITE)
