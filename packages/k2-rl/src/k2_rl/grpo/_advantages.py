@@ -6,6 +6,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from k2_rl.rewards._combine import group_normalize
+
 
 def group_advantages(
     rewards: Float[Tensor, " b"],
@@ -46,14 +48,11 @@ def group_advantages(
     if clip is not None and not clip > 0:
         raise ValueError(f"clip={clip!r} must be > 0 or None")
     r = rewards.to(torch.promote_types(rewards.dtype, torch.float32))
-    same = (group_ids[:, None] == group_ids[None, :]).to(r.dtype)
-    n = same.sum(dim=1)
-    mean = same @ r / n
-    dev = r - mean
     if global_std:
-        std = (r - r.mean()).square().mean().sqrt()
+        same = (group_ids[:, None] == group_ids[None, :]).to(r.dtype)
+        dev = r - same @ r / same.sum(dim=1)
+        adv = dev / ((r - r.mean()).square().mean().sqrt() + eps)
     else:
-        # Deviations from the row's own group mean (two-pass: no E[r²] - mean² cancellation).
-        std = (same * (r[None, :] - mean[:, None]).square()).sum(dim=1).div(n).sqrt()
-    adv = dev / (std + eps)
+        # The same per-group standardisation the reward combiners use (population std).
+        adv = group_normalize(r, group_ids, eps=eps)
     return adv if clip is None else adv.clamp(-clip, clip)
