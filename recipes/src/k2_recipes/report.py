@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,10 @@ def svg_line_plot(
     return "".join(parts)
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def html_table(rows: list[dict[str, Any]], *, empty: str = "") -> str:
+    """One HTML table from a list of dicts (columns from the first row); `empty` if no rows."""
     if not rows:
-        return ""
+        return empty
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = "".join(
@@ -108,7 +110,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return "" if math.isnan(v) else f"{v:.4g}"
     if isinstance(v, int) and abs(v) >= 10_000:
         return f"{v:,}"
     return "" if v is None else str(v)
@@ -169,13 +171,13 @@ Scores: the world's deterministic verifier on {cfg.eval.num_prompts} held-out pr
 {cfg.eval.resolution}px, {cfg.eval.steps} Euler steps, guidance {cfg.eval.guidance_scale}.
 The verifier score averages the colour+shape (<code>object</code>), <code>count</code> and
 <code>position</code> requirements; "fully correct" needs all of them.</p>
-<h2>Verifier scores</h2>{_table(eval_rows)}
+<h2>Verifier scores</h2>{html_table(eval_rows)}
 <h2>Training</h2><div class=grid>
 <div>{svg_line_plot(loss, y_label="flow-matching loss (smoothed)", log_y=True)}</div>
 <div>{svg_line_plot(lr, y_label="learning rate")}</div></div>
 <h2>Samples</h2><div class=grid>{"".join(grids)}</div>
-<h2>Model</h2><h3>Parameters by component</h3>{_table(result.param_rows)}
-<h3>FLOPs</h3>{_table(flops_rows)}
+<h2>Model</h2><h3>Parameters by component</h3>{html_table(result.param_rows)}
+<h3>FLOPs</h3>{html_table(flops_rows)}
 <p class=muted>FLOPs follow the 6·N-per-token convention for matmul weights plus attention
 (k2_dit.model.flops_per_sample).</p>
 {_posttrain_sections(run, result)}

@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 from typing import Any
 
-from k2_recipes.report import svg_line_plot
+from k2_recipes.report import html_table, svg_line_plot
 
 _POOL_COLUMNS = ("prompt", "status", "visits", "mean", "recent_std", "success_rate", "weight")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
-    return "" if v is None else str(v)
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p class=muted>(none)</p>"
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def ema(values: list[float], *, decay: float = 0.8) -> list[float]:
@@ -93,14 +74,14 @@ def posttrain_report_sections(result: Any, *, images_dir: Path | None = None) ->
         "<h2>Post-training: effect of each stage</h2>",
         "<p class=muted>Held-out verifier score (colour+shape, count, position) of every "
         "checkpoint on the same prompts and noise, CFG-free (guidance 1) and guided.</p>",
-        _table(rows),
+        _table_or_none(rows),
         _headline(result),
     ]
     pairs = result.pairs
     if pairs:
         pieces += [
             "<h3>Preference pairs (delta learning, every pair with an on-policy sample)</h3>",
-            _table(
+            _table_or_none(
                 [
                     {"quantity": "kept pairs", "value": pairs.get("pairs")},
                     *({"quantity": f"kept: {k}", "value": v} for k, v in pairs["by_kind"].items()),
@@ -146,9 +127,9 @@ def posttrain_report_sections(result: Any, *, images_dir: Path | None = None) ->
         seen = sorted(result.pool_rows, key=lambda r: -r["visits"])[:12]
         pieces += [
             "<h3>Prompt pool</h3>",
-            _table([{"status": k, "prompts": v} for k, v in sorted(status.items())]),
+            _table_or_none([{"status": k, "prompts": v} for k, v in sorted(status.items())]),
             "<details><summary>most visited prompts</summary>",
-            _table([{c: r[c] for c in _POOL_COLUMNS} for r in seen]),
+            _table_or_none([{c: r[c] for c in _POOL_COLUMNS} for r in seen]),
             "</details>",
         ]
     if images_dir is not None:
@@ -159,5 +140,9 @@ def posttrain_report_sections(result: Any, *, images_dir: Path | None = None) ->
                 grids.append(f"<div><h4>{html.escape(key)} (CFG-free)</h4>{_img(png)}</div>")
         pieces += ["<h3>Samples</h3><div class=grid>", *grids, "</div>"]
     secs = [{"stage": k, "seconds": v} for k, v in result.seconds.items()]
-    pieces += ["<h3>Post-training time</h3>", _table(secs)]
+    pieces += ["<h3>Post-training time</h3>", _table_or_none(secs)]
     return "\n".join(pieces)
+
+
+def _table_or_none(rows: list[dict[str, Any]]) -> str:
+    return html_table(rows, empty="<p class=muted>(none)</p>")
