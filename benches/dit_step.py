@@ -6,6 +6,7 @@ per-block bias), 1024 image + 256 text tokens, batch 16, bf16, eager and compile
 
 - `k2-model`: the whole DiT (patch embed, text adapter, blocks, final layer);
 - `k2-blocks`: its 24 blocks alone on 1280 tokens (text mask and RoPE as the model passes them);
+- `k2-blocks-nomask`: the same without the key mask (every token real: the flash kernel);
 - `minimal`: equal width/depth, fused QKV, SDPA, SwiGLU, RMSNorm; no gate, RoPE, conditioning;
 - float8 `tensorwise` / `rowwise` (torchao via `k2_dit.train.convert_to_float8`) of k2-blocks.
 
@@ -140,7 +141,7 @@ def build(variant: str, cfg: DiTConfig, args, device, dtype, recipe: str | None)
 
             def forward():
                 return model(lat, t, text, mask)
-        else:  # k2-blocks
+        else:  # k2-blocks, k2-blocks-nomask
             tokens = n_img + n_txt
             d_attn = cfg.attention.num_heads * cfg.head_dim
             flops = b * (
@@ -148,7 +149,8 @@ def build(variant: str, cfg: DiTConfig, args, device, dtype, recipe: str | None)
                 + attention_flops(cfg.depth, d_attn, tokens)
             )
             x = rand(b, tokens, cfg.dim).requires_grad_()
-            mask = None if args.no_mask else torch.ones(b, tokens, dtype=torch.bool, device=device)
+            no_mask = args.no_mask or variant == "k2-blocks-nomask"
+            mask = None if no_mask else torch.ones(b, tokens, dtype=torch.bool, device=device)
             with torch.no_grad():
                 model.to(device, dtype)
                 signal = model.conditioning(torch.rand(b, device=device))
@@ -164,11 +166,13 @@ def build(variant: str, cfg: DiTConfig, args, device, dtype, recipe: str | None)
                 return h
 
     model.to(device, dtype)
-    timed = model.blocks if variant == "k2-blocks" else model
+    timed = model.blocks if variant.startswith("k2-blocks") else model
     params = sum(p.numel() for p in timed.parameters())
     if recipe is not None:
         with warnings.catch_warnings(record=True):
-            _, report = convert_to_float8(timed, recipe=recipe)
+            _, report = convert_to_float8(
+                timed, recipe=recipe, min_features=args.float8_min_features
+            )
         if not report.converted:
             return None, f"float8 skipped: {report.reason}", flops, params
     if args.compile_now:
@@ -184,6 +188,34 @@ def build(variant: str, cfg: DiTConfig, args, device, dtype, recipe: str | None)
         forward().float().square().mean().backward()
 
     return model, step, flops, params
+
+
+def _kind(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("flash", "fmha", "attention", "cudnn", "sdpa")):
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "xmma", "cutlass", "matmul", "scaled_mm")):
+        return "matmul"
+    if n.startswith("triton"):
+        return "fused elementwise (triton)"
+    return "other"
+
+
+def kernel_breakdown(step, *, steps: int = 2) -> dict[str, float]:
+    """CUDA kernel time per step by kind (matmul, attention, triton elementwise, other), in ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    out: dict[str, float] = {}
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", 0.0) or getattr(ev, "cuda_time_total", 0.0)
+        if t and ev.device_type == torch.autograd.DeviceType.CUDA:
+            kind = _kind(ev.key)
+            out[kind] = out.get(kind, 0.0) + t / 1e3 / steps
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def check_formula(cfg: DiTConfig) -> dict[str, float]:
@@ -214,14 +246,23 @@ def main() -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--warmup", type=int)
     p.add_argument("--modes", help="comma list of eager,compiled (default both; --tiny: eager)")
-    p.add_argument("--variants", default="k2-model,k2-blocks,minimal")
+    p.add_argument("--variants", default="k2-model,k2-blocks,k2-blocks-nomask,minimal")
     p.add_argument(
         "--float8", default="tensorwise,rowwise", help="recipes for k2-blocks ('' for none)"
+    )
+    p.add_argument(
+        "--float8-min-features",
+        type=int,
+        default=1024,
+        help="convert linears whose in and out features are both at least this",
     )
     p.add_argument(
         "--no-mask", action="store_true", help="k2-blocks without the key mask (flash path)"
     )
     p.add_argument("--json", help="write rows and metadata here")
+    p.add_argument(
+        "--profile", action="store_true", help="CUDA kernel time per step by kind for every row"
+    )
     args = p.parse_args()
     tiny = args.tiny
     args.batch = args.batch or (2 if tiny else 16)
@@ -255,7 +296,13 @@ def main() -> None:
         else:
             s = seconds_per_call(step, warmup=warmup, iters=steps, device=device)
             row.update(step_ms=1e3 * s, tflops=flops / s / 1e12, mfu=flops / s / 1e12 / peak)
+            if args.profile and device.type == "cuda":
+                row["kernel_ms"] = kernel_breakdown(step)
         rows.append(row)
+        print(json.dumps(row), flush=True)  # partial results survive a later failure
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rows}, f, indent=2)
         del model, step
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -296,6 +343,10 @@ def main() -> None:
             f"{r.get('speedup_vs_high_precision', 1):.2f}x | "
             f"{r.get('mfu_vs_minimal', float('nan')):.3f} |"
         )
+    for r in rows:
+        if "kernel_ms" in r:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r["kernel_ms"].items())
+            print(f"kernels per step, {r['variant']} {r['mode']} {r['precision']}: {parts} ms")
     check = check_formula(k2_config(True))
     print(
         f"FLOP formula check (tiny MHA, fwd+bwd): formula {check['formula']:,} vs counted {check['counted']:,}"
