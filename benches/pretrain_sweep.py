@@ -5,6 +5,7 @@ Each variant is the tiny preset with a few fields replaced; variants run as sepa
 score; the measured tables are in docs/benchmarks.md.
 
     uv run python benches/pretrain_sweep.py --device cuda --jobs 8 base steps_x3 adaln
+    uv run python benches/pretrain_sweep.py --device cuda medium_only+pooled   # combined
     uv run python benches/pretrain_sweep.py --list
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from queue import Empty
 
+from k2_data.synthetic import BACKGROUNDS
 from k2_recipes.presets import PRETRAIN_PRESETS, PretrainConfig
 
 
@@ -47,6 +49,15 @@ VARIANTS: dict[str, Callable[[PretrainConfig], PretrainConfig]] = {
     "steps_x2": lambda c: _steps(c, 2),
     "steps_x4": lambda c: _steps(c, 4),
     "steps_x8": lambda c: _steps(c, 8),
+    "steps_x16": lambda c: _steps(c, 16),
+    "steps_x1.5": lambda c: _steps(c, 1.5),
+    "batch16": lambda c: _stages(c, batch_size=16),
+    "batch24": lambda c: _stages(c, batch_size=24),
+    "seed1": lambda c: replace(c, seed=1),
+    "one_object": lambda c: replace(c, world=replace(c.world, max_objects=1)),
+    "five_backgrounds": lambda c: replace(
+        c, world=replace(c.world, backgrounds=tuple(BACKGROUNDS))
+    ),
     "adaln": lambda c: _model(c, timestep="adaln_mlp"),
     "dual": lambda c: _model(c, streams="dual"),
     "no_pos_embed": lambda c: _model(c, pos_embed="none"),
@@ -102,7 +113,9 @@ def _run_one(name: str, device: str, preset: str, threads: int, queue) -> None:
     from k2_recipes.pretrain import run_pretrain
     from k2_recipes.rundir import RunDir
 
-    cfg = VARIANTS[name](PRETRAIN_PRESETS[preset])
+    cfg = PRETRAIN_PRESETS[preset]
+    for part in name.split("+"):  # "medium_only+pooled": apply left to right
+        cfg = VARIANTS[part](cfg)
     cfg = replace(cfg, device=device, threads=threads, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(tmp)
@@ -135,7 +148,7 @@ def main() -> None:
     if args.list:
         print("\n".join(VARIANTS))
         return
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [p for v in args.variants for p in v.split("+") if p not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; see --list")
     ctx = mp.get_context("spawn")
