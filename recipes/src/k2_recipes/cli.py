@@ -2,6 +2,7 @@
 
 k2 demo                          # tiny preset on the embedded synthetic world
 k2 demo --preset smoke           # about a minute, used by CI
+k2 curate --preset tiny          # the curation stage alone (faults injected and caught)
 k2 pretrain --preset tiny --pretrain.high-res.steps 3000
 """
 
@@ -13,12 +14,14 @@ from typing import Any
 
 import tyro
 
-from k2_recipes.presets import DEMO_PRESETS, PRETRAIN_PRESETS
+from k2_recipes.presets import CURATE_PRESETS, DEMO_PRESETS, PRETRAIN_PRESETS
 
 _USAGE = """usage: k2 COMMAND [--preset NAME] [overrides...]
 
 commands:
   demo       the whole pipeline on the embedded synthetic world (presets: {demo})
+  curate     render the world to JPEG shards with injected faults, filter, dedup, cluster
+             (presets: {curate})
   pretrain   progressive-resolution pretraining of the DiT (presets: {pretrain})
   posttrain  SFT, preference pairs, STPO / Flow-DPO and GRPO from a pretraining run
              (e.g. `k2 posttrain --preset tiny --pretrain-run runs/pretrain-tiny`)
@@ -69,7 +72,11 @@ def _run(
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `k2` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = _USAGE.format(demo=", ".join(DEMO_PRESETS), pretrain=", ".join(PRETRAIN_PRESETS))
+    usage = _USAGE.format(
+        demo=", ".join(DEMO_PRESETS),
+        curate=", ".join(CURATE_PRESETS),
+        pretrain=", ".join(PRETRAIN_PRESETS),
+    )
     if not args or args[0] in ("-h", "--help"):
         print(usage)
         return
@@ -78,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from k2_recipes.demo import run_demo
 
         _run("demo", DEMO_PRESETS, run_demo, rest)
+    elif command == "curate":
+        from k2_recipes.curate import run_curate_command
+
+        _run("curate", CURATE_PRESETS, run_curate_command, rest)
     elif command == "pretrain":
         from k2_recipes.pretrain import run_pretrain_command
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from k2_data.filters import FilterThresholds
 from k2_dit.config import AttentionConfig, DiTConfig, RopeConfig, TextConfig
 from k2_recipes.posttrain.presets import POSTTRAIN_PRESETS, PosttrainConfig
 
@@ -101,11 +102,130 @@ class PretrainConfig:
     progress: bool = True
 
 
+WORLD_THRESHOLDS = FilterThresholds(
+    min_short_side=32,
+    min_entropy=None,
+    max_border_fraction=0.8,
+)
+"""CPU-filter thresholds for the synthetic world at 64 px (the photo defaults drop every scene).
+
+Every clean scene is 1-3 flat shapes on a flat background: its RGB entropy is 1.5-3.7 bits
+(the photo threshold of 4 would drop all of them), its short side is the render resolution,
+and the background runs from each edge to the nearest object: at most 1 - 0.04 (margin) -
+the smallest object's side, i.e. 0.74 with medium and large objects (0.80 with small
+squares). So `min_entropy` is off, the short side only guards against thumbnails, and a flat
+border is only a fault once it is wider than any clean background run. The other rules keep
+their photo defaults."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultCounts:
+    """How many faulty samples `k2 curate` injects into the shards, per kind.
+
+    Each kind cycles through its variants (see `k2_recipes.curate.FAULT_VARIANTS`)."""
+
+    near_duplicate: int = 300
+    """Copies of clean samples: byte-exact, re-encoded at a lower quality, resized, slightly
+    cropped, colour-jittered and recompressed."""
+    flat_border: int = 100
+    """A scene shrunk into a corner of a flat-colour canvas (flat over 85% of two sides)."""
+    noise: int = 100
+    """Pure noise (uniform or Gaussian RGB)."""
+    corrupt: int = 100
+    """Truncated JPEG, zero-byte file, or an HTML error page saved as .jpg."""
+
+    def __post_init__(self) -> None:
+        for name in ("near_duplicate", "flat_border", "noise", "corrupt"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FaultCounts.{name}={getattr(self, name)} must be >= 0")
+
+    @property
+    def total(self) -> int:
+        return self.near_duplicate + self.flat_border + self.noise + self.corrupt
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSettings:
+    """Embeddings and hierarchical k-means of the kept samples (cluster balance in the report)."""
+
+    leaf_clusters: int = 64
+    """Clusters of the first level (lowered to a quarter of the kept samples when fewer)."""
+    top_clusters: int = 8
+    """Clusters of the top level (clusters of the leaf centroids)."""
+    balanced_fraction: float = 0.5
+    """Size of the balanced sample shown in the report, as a fraction of the kept samples."""
+    embed_side: int = 16
+    """Thumbnail side the pixel embedding is taken from."""
+    embed_dim: int = 64
+    """Dimension of the fixed random projection of the thumbnail."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_clusters < self.leaf_clusters:
+            raise ValueError(
+                f"ClusterSettings needs 1 <= top_clusters < leaf_clusters, got "
+                f"top_clusters={self.top_clusters}, leaf_clusters={self.leaf_clusters}"
+            )
+        if not 0.0 < self.balanced_fraction <= 1.0:
+            raise ValueError(f"balanced_fraction={self.balanced_fraction} must be in (0, 1]")
+        if self.embed_side < 2 or self.embed_dim < 1:
+            raise ValueError(
+                f"need embed_side >= 2 and embed_dim >= 1, got {self.embed_side}, {self.embed_dim}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurateConfig:
+    """`k2 curate`: render the world to JPEG shards, inject faults, filter, dedup, cluster."""
+
+    world: WorldSettings = field(default_factory=WorldSettings)
+    """The world rendered; `train_scenes` clean scenes (split "train"). `k2 demo` uses the
+    pretraining world instead, so the curated scenes are the ones pretraining would draw."""
+    resolution: int = 64
+    """Side of the rendered JPEGs (the filter thresholds assume 64)."""
+    jpeg_quality: int = 90
+    samples_per_shard: int = 1000
+    faults: FaultCounts = field(default_factory=FaultCounts)
+    thresholds: FilterThresholds = WORLD_THRESHOLDS
+    phash_radius: int = 12
+    """Near-duplicate phash radius (bits of 144; the report's setting)."""
+    colorhash_radius: int = 4
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    workers: int = 2
+    """Processes of the per-shard stage (render + inject, CPU tier, embedding)."""
+    write_filtered_shards: bool = False
+    """Also copy the kept samples byte for byte into `curate/filtered/*.tar` (one more read of
+    every shard: about 3 s for `tiny` on the shared 2-core machine; the manifest and
+    `curated.parquet` already say what is kept)."""
+    seed: int = 0
+    """Seed of the fault layout and of the faults' random parameters."""
+    run_dir: str | None = None
+    """Run directory; None gives runs/curate-<preset>."""
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16:
+            raise ValueError(f"CurateConfig.resolution={self.resolution} must be >= 16")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"CurateConfig.jpeg_quality={self.jpeg_quality} must be in 1..95")
+        if self.samples_per_shard < 1 or self.workers < 1:
+            raise ValueError(
+                f"CurateConfig needs samples_per_shard >= 1 and workers >= 1, got "
+                f"{self.samples_per_shard}, {self.workers}"
+            )
+        if self.world.train_scenes < 1:
+            raise ValueError("CurateConfig.world.train_scenes must be >= 1")
+        if self.phash_radius < 0 or self.colorhash_radius < 0:
+            raise ValueError("phash_radius and colorhash_radius must be >= 0")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     """`k2 demo`: the whole pipeline available so far on the embedded synthetic world."""
 
     pretrain: PretrainConfig
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    """Curation before pretraining; its `world` is replaced by `pretrain.world`."""
+    run_curate: bool = True
+    """Curate first and pretrain on the kept scenes (`--no-run-curate`: the scenes as drawn)."""
     posttrain: PosttrainConfig = field(default_factory=lambda: POSTTRAIN_PRESETS["tiny"])
     """SFT -> preference pairs -> STPO / Flow-DPO -> GRPO after pretraining."""
     run_posttrain: bool = True
@@ -211,7 +331,31 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
 }
 """`tiny`: CPU in minutes; `smoke`: CI check in about a minute; `small`: one GPU."""
 
+CURATE_PRESETS: dict[str, CurateConfig] = {
+    # 500 samples per shard: 26 shards keep both workers busy to the end.
+    "tiny": CurateConfig(world=PRETRAIN_PRESETS["tiny"].world, samples_per_shard=500),
+    "smoke": CurateConfig(
+        world=PRETRAIN_PRESETS["smoke"].world,
+        samples_per_shard=170,
+        faults=FaultCounts(near_duplicate=30, flat_border=10, noise=10, corrupt=12),
+        cluster=ClusterSettings(leaf_clusters=16, top_clusters=4),
+        write_filtered_shards=True,
+        # In-process: starting the fork server (it imports torch through k2_data.synthetic's
+        # webdataset import) costs more than the 662 samples take on one core.
+        workers=1,
+    ),
+    "small": CurateConfig(
+        world=PRETRAIN_PRESETS["small"].world,
+        samples_per_shard=5000,
+        faults=FaultCounts(near_duplicate=2400, flat_border=800, noise=800, corrupt=800),
+        cluster=ClusterSettings(leaf_clusters=512, top_clusters=32),
+        workers=8,
+    ),
+}
+"""`k2 curate`: `tiny` curates the tiny pretraining world (12,000 scenes + 600 faults) on 2 CPU
+cores in well under a minute, `smoke` the smoke world (600 + 62) in seconds."""
+
 DEMO_PRESETS: dict[str, DemoConfig] = {
-    name: DemoConfig(pretrain=cfg, posttrain=POSTTRAIN_PRESETS[name])
+    name: DemoConfig(pretrain=cfg, curate=CURATE_PRESETS[name], posttrain=POSTTRAIN_PRESETS[name])
     for name, cfg in PRETRAIN_PRESETS.items()
 }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from k2_data.synthetic import Scene
 from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
 from k2_dit.model import DiT, flops_per_sample, parameter_table
 from k2_dit.train import save_checkpoint, wsd_schedule
@@ -38,6 +40,8 @@ class PretrainResult:
     flops: dict[str, float] = field(default_factory=dict)
     posttrain: Any = None
     """`k2_recipes.posttrain.PosttrainResult` when the demo ran the post-training stages."""
+    curate: Any = None
+    """`k2_recipes.curate.CurateResult` when the demo curated the training scenes first."""
 
 
 def _batch(
@@ -145,14 +149,20 @@ def evaluate_model(
     return score_images(images, prompts)
 
 
-def run_pretrain(cfg: PretrainConfig, run: RunDir) -> PretrainResult:
-    """Render the world, encode captions once, train each stage, evaluate on held-out prompts."""
+def run_pretrain(
+    cfg: PretrainConfig, run: RunDir, *, scenes: Sequence[Scene] | None = None
+) -> PretrainResult:
+    """Render the world, encode captions once, train each stage, evaluate on held-out prompts.
+
+    `scenes` (the curated set from `k2_recipes.curate.run_curate`) replaces the
+    `cfg.world.train_scenes` scenes drawn from the world.
+    """
     t_start = time.time()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    data, encoder = build_training_set(cfg, show=cfg.progress)
+    data, encoder = build_training_set(cfg, show=cfg.progress, scenes=scenes)
     run.log(stage="data", scenes=len(data), text_tokens=int(data.mask.shape[-1]))
     # Later stages (and anyone sampling from the checkpoints) need the exact frozen encoder.
     encoder.save_pretrained(run.path / "text_encoder")
@@ -215,9 +225,15 @@ def finish(result: PretrainResult, run: RunDir, cfg: PretrainConfig, *, title: s
     }
     if result.posttrain is not None:
         summary["posttrain"] = result.posttrain.summary()
+    if result.curate is not None:
+        summary["curate"] = result.curate.summary()
     run.write_json("summary.json", summary)
     report = write_report(run, cfg, result, title=title)
     print(f"\n{title}: run directory {run.path}")
+    if result.curate is not None:
+        from k2_recipes.curate import print_curate_summary
+
+        print_curate_summary(result.curate)
     print(f"  pretraining {result.train_seconds:.0f} s (whole stage {result.total_seconds:.0f} s)")
     for key, ev in result.evals.items():
         print(

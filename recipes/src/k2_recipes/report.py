@@ -131,6 +131,15 @@ def _posttrain_sections(run: RunDir, result: Any) -> str:
     return posttrain_report_sections(posttrain, images_dir=run.path / "images")
 
 
+def _curate_section(result: Any) -> str:
+    curate = getattr(result, "curate", None)
+    if curate is None:
+        return ""
+    from k2_recipes.curate import curate_report_section  # it imports this module's helpers
+
+    return curate_report_section(curate)
+
+
 def write_report(run: RunDir, cfg: Any, result: Any, *, title: str) -> Path:
     """Write run.path/report.html from metrics.jsonl, the image grids and the result object."""
     metrics = run.read_metrics()
@@ -172,6 +181,7 @@ Scores: the world's deterministic verifier on {cfg.eval.num_prompts} held-out pr
 The verifier score averages the colour+shape (<code>object</code>), <code>count</code> and
 <code>position</code> requirements; "fully correct" needs all of them.</p>
 <h2>Verifier scores</h2>{html_table(eval_rows)}
+{_curate_section(result)}
 <h2>Training</h2><div class=grid>
 <div>{svg_line_plot(loss, y_label="flow-matching loss (smoothed)", log_y=True)}</div>
 <div>{svg_line_plot(lr, y_label="learning rate")}</div></div>

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from k2_data.synthetic import WorldConfig, captions, render, sample_scenes
+from k2_data.synthetic import Scene, WorldConfig, captions, render, sample_scenes
 from k2_dit.text import TextEncoder, build_tiny_text_encoder
 from k2_recipes.presets import PretrainConfig, TextEncoderSettings, WorldSettings
 from k2_recipes.progress import progress
@@ -98,11 +99,21 @@ def encode_prompts(
 
 
 def build_training_set(
-    cfg: PretrainConfig, *, show: bool = True
+    cfg: PretrainConfig, *, show: bool = True, scenes: Sequence[Scene] | None = None
 ) -> tuple[TrainingSet, TextEncoder]:
-    """Render the training scenes at every stage resolution and encode all caption variants."""
-    world = world_config(cfg.world)
-    scenes = sample_scenes(cfg.world.train_scenes, seed=cfg.world.seed, config=world, split="train")
+    """Render the training scenes at every stage resolution and encode all caption variants.
+
+    `scenes` (e.g. `k2_recipes.curate.CurateResult.scenes`, the curated set) replaces the
+    `cfg.world.train_scenes` scenes drawn from the world; the tokenizer of the tiny encoder
+    is trained on their captions, as it would be on the drawn ones.
+    """
+    if scenes is None:
+        world = world_config(cfg.world)
+        scenes = sample_scenes(
+            cfg.world.train_scenes, seed=cfg.world.seed, config=world, split="train"
+        )
+    elif len(scenes) == 0:
+        raise ValueError("build_training_set got scenes=[]; pass None to draw cfg.world's scenes")
     prompts = [scene_prompts(s) for s in scenes]
     flat = [p for triple in prompts for p in triple]
     encoder = make_text_encoder(cfg.text_encoder, flat, seed=cfg.seed)
