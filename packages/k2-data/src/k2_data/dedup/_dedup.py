@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from jaxtyping import Shaped, UInt8
 
 from k2_data.dedup._groups import connected_components, select_keepers
+from k2_data.dedup._joint import joint_hamming_pairs
 from k2_data.dedup._pairs import SearchMethod, filter_pairs, first_identical, near_duplicate_pairs
 
 PHASH_RADIUS = 12
@@ -46,7 +48,7 @@ def deduplicate(
     file_size: Shaped[np.ndarray, " n"] | None = None,
     phash_radius: int = PHASH_RADIUS,
     colorhash_radius: int = COLORHASH_RADIUS,
-    method: SearchMethod = "multihash",
+    method: Literal["joint"] | SearchMethod = "joint",
 ) -> pa.Table:
     """Group exact and near duplicates and keep one image per group.
 
@@ -67,7 +69,10 @@ def deduplicate(
         file_size: encoded bytes per sample, for the keeper rule, or None.
         phash_radius: largest phash Hamming distance of a near duplicate.
         colorhash_radius: largest colorhash Hamming distance of a near duplicate.
-        method: near-duplicate search, see `near_duplicate_pairs` (all are exact).
+        method: near-duplicate search, all exact. ``"joint"`` (default) searches phash and
+            colorhash together with `joint_hamming_pairs` (phash alone: ``"multihash"``);
+            ``"multihash"``, ``"lsh"`` or ``"flat"`` search phash with `near_duplicate_pairs`
+            and then keep the pairs within the colorhash radius.
 
     Returns:
         Table with `DEDUP_SCHEMA`, one row per sample in input order.
@@ -100,9 +105,18 @@ def deduplicate(
         hash_rep = first_identical(both)
         edges.append(todo[_pairs_of(hash_rep)])
         todo = todo[hash_rep == np.arange(len(todo))]
-        pairs = near_duplicate_pairs(phash[todo], radius=phash_radius, method=method)
-        if colorhash is not None:
-            pairs = filter_pairs(pairs, colorhash[todo], radius=colorhash_radius)
+        if colorhash is not None and method == "joint":
+            pairs = joint_hamming_pairs(
+                phash[todo],
+                colorhash[todo],
+                phash_radius=phash_radius,
+                colorhash_radius=colorhash_radius,
+            )
+        else:
+            phash_method = "multihash" if method == "joint" else method
+            pairs = near_duplicate_pairs(phash[todo], radius=phash_radius, method=phash_method)
+            if colorhash is not None:
+                pairs = filter_pairs(pairs, colorhash[todo], radius=colorhash_radius)
         edges.append(todo[pairs])
 
     labels = connected_components(n, np.concatenate(edges))

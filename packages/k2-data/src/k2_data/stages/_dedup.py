@@ -77,7 +77,7 @@ def run_dedup(
     thresholds: FilterThresholds | None = None,
     phash_radius: int | None = None,
     colorhash_radius: int | None = None,
-    method: str = "multihash",
+    method: str = "joint",
 ) -> pa.Table:
     """md5 + phash + colorhash deduplication over CPU-tier outputs, written atomically.
 
@@ -95,7 +95,9 @@ def run_dedup(
             `k2_data.dedup.PHASH_RADIUS`).
         colorhash_radius: largest colorhash Hamming distance of a near duplicate (None:
             `k2_data.dedup.COLORHASH_RADIUS`).
-        method: near-duplicate search (`k2_data.dedup.near_duplicate_pairs`).
+        method: near-duplicate search: ``"joint"`` (`k2_data.dedup.joint_hamming_pairs`,
+            one exact search over both hashes) or a `k2_data.dedup.near_duplicate_pairs`
+            method on phash followed by the colorhash filter.
 
     Returns:
         The table written, with `DEDUP_OUTPUT_SCHEMA`, rows in input order.
