@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,14 @@ def _batch(
     drop = torch.rand(batch_size, generator=gen) < cfg.cfg_dropout
     mask[drop] = False
     hidden[drop] = 0.0
-    # Trim padding shared by the whole batch: text length dominates the tiny model's sequence.
-    length = int(mask.any(0).nonzero().max().item()) + 1 if mask.any() else 1
+    if cfg.compile:
+        # One text length per caption variant (its longest prompt): fixed shapes, so the
+        # compiled model is built once per resolution and variant instead of per batch.
+        which = int(variant[0])
+        length = int(data.mask[:, which].any(0).nonzero().max().item()) + 1
+    else:
+        # Trim padding shared by the whole batch: text dominates the tiny model's sequence.
+        length = int(mask.any(0).nonzero().max().item()) + 1 if mask.any() else 1
     return x0, hidden[:, :length], mask[:, :length]
 
 
@@ -78,8 +84,14 @@ def train_stage(
     name: str,
     gen: torch.Generator,
     first_step: int,
+    forward: Callable[..., torch.Tensor] | None = None,
 ) -> int:
-    """Train one resolution stage with AdamW and a warmup-stable-decay schedule."""
+    """Train one resolution stage with AdamW and a warmup-stable-decay schedule.
+
+    `forward` replaces `model` in the training step (e.g. `torch.compile(model)`); the
+    parameters, optimiser and checkpoints are `model`'s.
+    """
+    forward = forward if forward is not None else model
     device = torch.device(cfg.device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=stage.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
@@ -103,7 +115,7 @@ def train_stage(
         )
         noise = torch.randn(x0.shape, generator=gen)
         t, noise = t.to(device), noise.to(device)
-        pred = model(interpolate(x0, noise, t), t, hidden, mask)
+        pred = forward(interpolate(x0, noise, t), t, hidden, mask)
         loss = rectified_flow_loss(pred, x0, noise).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,10 +187,13 @@ def run_pretrain(
 
     t_train = time.time()
     step = 0
+    forward = torch.compile(model) if cfg.compile else None
     for name, stage in (("low_res", cfg.low_res), ("high_res", cfg.high_res)):
         if stage.steps == 0:
             continue
-        step = train_stage(model, data, stage, cfg, run, name=name, gen=gen, first_step=step)
+        step = train_stage(
+            model, data, stage, cfg, run, name=name, gen=gen, first_step=step, forward=forward
+        )
         save_checkpoint(
             run.path / "checkpoints" / f"pretrain-{stage.resolution}px",
             model,
