@@ -1,7 +1,7 @@
 """Synthetic-data launcher: `torchrun --nproc_per_node=N -m k2_dit.distributed --preset tiny`.
 
-For checking the trainer on new hardware (2-GPU vs 1-GPU loss, step time, resume); the
-recipes build real runs. Prints one summary line on rank 0 and writes metrics.jsonl.
+For checking the trainer on new hardware (2-GPU vs 1-GPU loss, step time, resume, float8,
+PMA); the recipes build real runs. Prints one summary line on rank 0 and writes metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -62,6 +62,19 @@ def preset(name: str, steps: int) -> TrainConfig:
     raise SystemExit(f"unknown preset {name!r}: use 'tiny' or 'k2-1b'")
 
 
+def _float8(text: str):
+    """`tensorwise`, `rowwise` or `none`; comma-separated for one recipe per stage."""
+    parts = [p.strip() for p in text.split(",")]
+    bad = [p for p in parts if p not in ("tensorwise", "rowwise", "none")]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{bad} are not float8 recipes: use tensorwise, rowwise or none (comma-separated "
+            "for one per stage, e.g. tensorwise,rowwise)"
+        )
+    recipes = tuple(None if p == "none" else p for p in parts)
+    return recipes[0] if len(recipes) == 1 else recipes
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m k2_dit.distributed", description=__doc__)
     p.add_argument("--preset", default="tiny", choices=["tiny", "k2-1b"])
@@ -76,6 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--float8",
+        type=_float8,
+        default=None,
+        help="tensorwise | rowwise | none, or one per stage: tensorwise,rowwise",
+    )
+    p.add_argument("--pma-every", type=int, default=0, help="PMA snapshot interval (0: off)")
+    p.add_argument("--pma-keep", type=int, default=4, help="snapshots averaged at the end")
+    p.add_argument("--pma-weighting", default="uniform", choices=["uniform", "ema"])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = preset(args.preset, args.steps)
@@ -94,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         guard=GuardConfig(),
         metrics_path=str(out / "metrics.jsonl") if out else None,
+        float8=args.float8,
+        pma_every=args.pma_every,
+        pma_keep=args.pma_keep,
+        pma_weighting=args.pma_weighting,
     )
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             "losses": [round(r["loss"], 6) for r in result.records],
             "median_step_s": statistics.median(times),
             "skipped": sum(r["skipped"] is not None for r in result.records),
+            "float8": sorted({str(r["float8"]) for r in result.records}),
+            "pma_snapshots": [r["step"] for r in result.records if r["pma"]],
+            "pma_checkpoint": str(result.pma_checkpoint) if result.pma_checkpoint else None,
         }
         print(json.dumps(summary))
     shutdown(result.info)

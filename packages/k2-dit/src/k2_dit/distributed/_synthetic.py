@@ -81,8 +81,9 @@ class SyntheticData:
         return latent, text, mask
 
     def batch(
-        self, indices: list[int], *, stage: int, bucket: int
+        self, indices: list[int], *, stage: int, bucket: int, step: int = 0
     ) -> tuple[Float[Tensor, "b c h w"], Float[Tensor, "b l k e"], Bool[Tensor, "b l"]]:
-        """`sample` stacked over `indices` (all from one bucket)."""
+        """`sample` stacked over `indices` (all from one bucket); `step` is unused (the
+        `PretrainDataset` protocol passes it: a synthetic sample is the same at every step)."""
         parts = [self.sample(i, stage=stage, bucket=bucket) for i in indices]
         return tuple(torch.stack(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
