@@ -79,6 +79,39 @@ class EvalSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScaleSettings:
+    """Which trainer runs the stages, and the report's scale-up pieces it uses.
+
+    `simple`: the recipe's own single-process loop (AdamW per stage, the tiny preset).
+    `fsdp2`: `k2_dit.distributed.train` (FSDP2 under torchrun or one process; one WSD
+    schedule across stages; Muon or AdamW; float8 per stage; PMA), see `k2_recipes.scale`.
+    """
+
+    trainer: Literal["simple", "fsdp2"] = "simple"
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """fsdp2 only: Muon on hidden 2-D weights, AdamW on the rest (`k2_dit.train`)."""
+    float8: tuple[Literal["tensorwise", "rowwise", "none"], ...] = ()
+    """fsdp2 only: one torchao recipe per stage with steps (the report: tensorwise at the
+    lower, rowwise at the higher resolution); empty for none. GPU only (skipped on CPU)."""
+    float8_min_features: int = 1024
+    """Smallest linear width converted to float8."""
+    pma_every: int = 0
+    """fsdp2 only: PMA snapshot every this many stable-phase steps (0: off); the average of the
+    last `pma_keep` is the evaluated model (the report uses PMA instead of an EMA copy)."""
+    pma_keep: int = 4
+    activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trainer == "simple" and (
+            self.float8 or self.pma_every or self.optimizer != "adamw"
+        ):
+            raise ValueError(
+                "scale.float8, scale.pma_every and scale.optimizer='muon' need "
+                "scale.trainer='fsdp2' (the simple loop is AdamW only)"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
     """`k2 pretrain`: render the world, encode captions once, train the DiT in resolution stages."""
 
@@ -97,6 +130,8 @@ class PretrainConfig:
     device: str = "cpu"
     threads: int | None = None
     """torch intra-op threads (None: torch's default)."""
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
+    """Trainer and scale-up pieces (the small preset uses FSDP2, Muon, float8 and PMA)."""
     compile: bool = False
     """Train through `torch.compile(model)` (evaluation stays eager). Text is padded to one
     length per caption variant so each resolution and variant compiles once. Meant for GPUs:
@@ -330,6 +365,22 @@ def _small() -> PretrainConfig:
         ),
         eval=EvalSettings(num_prompts=512, resolution=64, steps=32, shift=3.0),
         device="cuda",
+        # The report's scale-up pieces through k2-dit's FSDP2 trainer (one GPU, or
+        # `torchrun --nproc_per_node=N -m k2_recipes.cli pretrain --preset small`): one WSD
+        # schedule over both stages, Muon on hidden matrices, float8 tensorwise at the low
+        # and rowwise at the high resolution (384-wide layers are converted so the recipe
+        # runs; at this width float8 is not expected to be faster, see docs/benchmarks.md),
+        # torch.compile, and the PMA average of the last 4 stable-phase snapshots as the
+        # evaluated model instead of an EMA copy.
+        scale=ScaleSettings(
+            trainer="fsdp2",
+            optimizer="muon",
+            float8=("tensorwise", "rowwise"),
+            float8_min_features=384,
+            pma_every=1000,
+            pma_keep=4,
+        ),
+        compile=True,
     )
 
 

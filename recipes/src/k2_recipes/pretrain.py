@@ -161,6 +161,26 @@ def evaluate_model(
     return score_images(images, prompts)
 
 
+def _train_simple(
+    model: DiT, data: TrainingSet, cfg: PretrainConfig, run: RunDir, gen: torch.Generator
+) -> None:
+    """The single-process loop: each stage with its own AdamW + WSD, a checkpoint after each."""
+    step = 0
+    forward = torch.compile(model) if cfg.compile else None
+    for name, stage in (("low_res", cfg.low_res), ("high_res", cfg.high_res)):
+        if stage.steps == 0:
+            continue
+        step = train_stage(
+            model, data, stage, cfg, run, name=name, gen=gen, first_step=step, forward=forward
+        )
+        save_checkpoint(
+            run.path / "checkpoints" / f"pretrain-{stage.resolution}px",
+            model,
+            cfg.model,
+            step=step,
+        )
+
+
 def run_pretrain(
     cfg: PretrainConfig, run: RunDir, *, scenes: Sequence[Scene] | None = None
 ) -> PretrainResult:
@@ -186,20 +206,15 @@ def run_pretrain(
     run.log(stage="eval", checkpoint="untrained", **evals["untrained"].summary())
 
     t_train = time.time()
-    step = 0
-    forward = torch.compile(model) if cfg.compile else None
-    for name, stage in (("low_res", cfg.low_res), ("high_res", cfg.high_res)):
-        if stage.steps == 0:
-            continue
-        step = train_stage(
-            model, data, stage, cfg, run, name=name, gen=gen, first_step=step, forward=forward
-        )
-        save_checkpoint(
-            run.path / "checkpoints" / f"pretrain-{stage.resolution}px",
-            model,
-            cfg.model,
-            step=step,
-        )
+    if cfg.scale.trainer == "fsdp2":
+        from k2_recipes.scale import train_fsdp2
+
+        scaled = train_fsdp2(cfg, data, run)
+        if scaled.model is None:  # another torchrun rank: rank 0 evaluates and reports
+            raise SystemExit(0)
+        model = scaled.model
+    else:
+        _train_simple(model, data, cfg, run, gen)
     train_seconds = time.time() - t_train
 
     evals["pretrained"] = evaluate_model(model, encoder, cfg, prompts, seed=cfg.seed + 1)
