@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from k2_dit.buckets import ResolutionStage
-from k2_dit.config import AttentionConfig, ConfigError, DiTConfig, TextConfig
+from k2_dit.config import ConfigError
 from k2_dit.distributed import (
     InMemoryDataset,
     PretrainDataset,
@@ -30,20 +31,14 @@ from k2_dit.distributed import (
     train,
 )
 from k2_dit.distributed.__main__ import main as launcher_main
+from k2_dit.distributed.__main__ import preset as launcher_preset
 from k2_dit.distributed._trainer import _check_dataset
 from k2_dit.train import Float8SkippedWarning
 
-TEXT = TextConfig(
-    encoder_dim=16, num_layers=3, aggregation_heads=4, refiner_layers=1, max_tokens=16
-)
-MODEL = DiTConfig(
-    in_channels=4,
-    dim=32,
-    depth=2,
-    attention=AttentionConfig(num_heads=4, num_kv_heads=2),
-    text=TEXT,
-    timestep_freq_dim=16,
-)
+# The launcher's tiny model (width 32, 2 blocks, GQA 4/2), captions of at most 16 tokens.
+_LAUNCHER_MODEL = launcher_preset("tiny", 2).model
+TEXT = replace(_LAUNCHER_MODEL.text, max_tokens=16)
+MODEL = replace(_LAUNCHER_MODEL, text=TEXT)
 STAGES = (  # latents 4x4 (32 px square, 8 px cells), then 8x8 square and 6x10 (48x80 px)
     ResolutionStage(resolution=32, train_shift=1.0, steps=5, latent_factor=8, max_aspect=2.0),
     ResolutionStage(resolution=64, train_shift=2.0, steps=5, latent_factor=8, max_aspect=2.0),
