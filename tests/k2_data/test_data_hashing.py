@@ -312,6 +312,14 @@ def test_hamming_matches_python_popcount(nbytes):
         assert np.array_equal(_hamming_ufunc(a, b), d)
 
 
+def test_hamming_of_two_single_hashes_is_a_zero_dim_int64_array():
+    a = np.array([0b1011_0000, 0xFF], np.uint8)
+    b = np.array([0b0001_0000, 0x0F], np.uint8)
+    d = hamming(a, b)  # checked against its `Int64[np.ndarray, "..."]` annotation in tests
+    assert isinstance(d, np.ndarray) and d.shape == () and d.dtype == np.int64
+    assert int(d) == 2 + 4
+
+
 def test_hamming_rejects_mismatched_hashes():
     with pytest.raises((TypeError, ValueError)):
         hamming(np.zeros(18, np.uint8), np.zeros(13, np.uint8))

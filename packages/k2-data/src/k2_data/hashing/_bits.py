@@ -55,11 +55,12 @@ def _check_codes(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def _hamming_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return POPCOUNT_TABLE[np.bitwise_xor(a, b)].sum(axis=-1, dtype=np.int64)
+    return np.asarray(POPCOUNT_TABLE[np.bitwise_xor(a, b)].sum(axis=-1, dtype=np.int64))
 
 
 def _hamming_ufunc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int64)
+    # np.asarray: a 0-d array (not a numpy scalar) for two single hashes.
+    return np.asarray(np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int64))
 
 
 _hamming_fast = _hamming_ufunc if hasattr(np, "bitwise_count") else _hamming_table
