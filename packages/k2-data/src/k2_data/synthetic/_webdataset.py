@@ -9,7 +9,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import webdataset as wds
 from PIL import Image
 
 from k2_data.synthetic._dataset import Sample, make_sample
@@ -30,6 +29,10 @@ def _encode(sample: Sample, image_format: str, quality: int) -> bytes:
 
 def _write_shard(path: Path, samples: list[Sample], image_format: str, quality: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    # Imported here: webdataset pulls in torch, which every worker process importing
+    # k2_data.synthetic would otherwise pay for (about 3 s per process pool start).
+    import webdataset as wds
+
     # mtime=0 makes the shard's bytes depend only on its samples.
     with wds.TarWriter(str(tmp), mtime=0.0) as sink:
         for s in samples:
