@@ -29,9 +29,9 @@ import time
 
 import numpy as np
 import torch
+from dit_step import k2_config, sync  # benches/ is on sys.path when run as a script
 
 from k2_data.synthetic import WorldConfig, captions, render, sample_scenes
-from k2_dit.config import AttentionConfig, DiTConfig, TextConfig
 from k2_dit.model import DiT
 from k2_recipes.rubric_world import world_rubric_reward
 from k2_rl.grpo import (
@@ -42,19 +42,6 @@ from k2_rl.grpo import (
     transition_log_prob,
     velocity_kl,
 )
-
-
-def config(tiny: bool) -> DiTConfig:
-    if tiny:
-        text = TextConfig(encoder_dim=32, num_layers=3, aggregation_heads=4, refiner_layers=1)
-        attention = AttentionConfig(num_heads=4, num_kv_heads=2)
-        return DiTConfig(in_channels=8, dim=64, depth=2, attention=attention, text=text)
-    return DiTConfig(dim=2048, depth=24, attention=AttentionConfig(num_heads=16, num_kv_heads=4))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -89,7 +76,7 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = config(args.tiny)
+    cfg = k2_config(args.tiny)  # the same model as benches/dit_step.py
     side = args.image_side or (4 if args.tiny else 32)
     n_txt = args.text_tokens or (8 if args.tiny else 256)
     b = args.groups * args.group_size

@@ -8,14 +8,11 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
-import time
 from dataclasses import replace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from k2_dit.buckets import ResolutionStage
@@ -31,6 +28,20 @@ from k2_dit.distributed import (
 )
 from k2_dit.distributed.__main__ import main as launcher_main
 from k2_dit.distributed.__main__ import preset as launcher_preset
+
+
+def _load_launcher():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("dit_gloo_launch.py")
+    spec = importlib.util.spec_from_file_location("k2_dit_tests_gloo_launch_a", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.launch_two
+
+
+launch_two = _load_launcher()
 
 # The launcher's tiny model (width 32, 2 blocks, GQA 4/2), captions of at most 16 tokens.
 _LAUNCHER_MODEL = launcher_preset("tiny", 2).model
@@ -86,24 +97,7 @@ def _worker(rank: int, port: int, out: str, runs: list[tuple[str, TrainConfig]])
 
 def _launch(out, runs: list[tuple[str, TrainConfig]]) -> dict:
     """Run `runs` in order on 2 forked gloo processes; rank 0's per-run results."""
-    # Imported once here so the forked workers do not each pay for them (lazy torch._dynamo
-    # import inside fully_shard, transformers inside wsd_schedule).
-    import torch._dynamo  # noqa: F401
-    from transformers import get_wsd_schedule  # noqa: F401
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # fork: the workers inherit the imported modules instead of re-importing torch.
-    ctx = mp.start_processes(
-        _worker, args=(port, str(out), runs), nprocs=2, start_method="fork", join=False
-    )
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process FSDP2 run did not finish within 240 s")
+    launch_two(_worker, out, runs)
     return json.loads((out / "results.json").read_text())
 
 

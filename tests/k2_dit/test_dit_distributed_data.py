@@ -10,14 +10,11 @@ import json
 import logging
 import math
 import os
-import socket
-import time
 import warnings
 from dataclasses import replace
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from k2_dit.buckets import ResolutionStage
@@ -34,6 +31,20 @@ from k2_dit.distributed.__main__ import main as launcher_main
 from k2_dit.distributed.__main__ import preset as launcher_preset
 from k2_dit.distributed._trainer import _check_dataset
 from k2_dit.train import Float8SkippedWarning
+
+
+def _load_launcher():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("dit_gloo_launch.py")
+    spec = importlib.util.spec_from_file_location("k2_dit_tests_gloo_launch_b", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.launch_two
+
+
+launch_two = _load_launcher()
 
 # The launcher's tiny model (width 32, 2 blocks, GQA 4/2), captions of at most 16 tokens.
 _LAUNCHER_MODEL = launcher_preset("tiny", 2).model
@@ -152,9 +163,6 @@ def two_processes(tmp_path_factory):
     """One launch of 2 gloo processes on the in-memory dataset: an uninterrupted PMA run; the
     same run with per-stage float8 stopped at step 7 (after the stage switch) and resumed;
     Muon stopped after 1 of 2 steps (one per stage) and resumed."""
-    import torch._dynamo  # noqa: F401  (imported once before forking, see test_dit_distributed)
-    from transformers import get_wsd_schedule  # noqa: F401
-
     out = tmp_path_factory.mktemp("fsdp2_data")
     split = dataclasses.replace(
         BASE, checkpoint_dir=str(out / "split"), float8=("tensorwise", "rowwise")
@@ -166,18 +174,7 @@ def two_processes(tmp_path_factory):
         ("muon_first", dataclasses.replace(MUON, checkpoint_dir=str(out / "muon"), stop_after=1)),
         ("muon_rest", dataclasses.replace(MUON, checkpoint_dir=str(out / "muon"))),
     ]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.start_processes(
-        _worker, args=(port, str(out), runs), nprocs=2, start_method="fork", join=False
-    )
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process FSDP2 run did not finish within 240 s")
+    launch_two(_worker, out, runs)
     ranks = [json.loads((out / f"results-{r}.json").read_text()) for r in range(2)]
     return out, ranks
 

@@ -135,8 +135,9 @@ class PretrainConfig:
     compile: bool = False
     """Train through `torch.compile(model)` (evaluation stays eager). Text is padded to one
     length per caption variant so each resolution and variant compiles once. Meant for GPUs:
-    on the 2-core CPU the tiny model's 32 px step ran 1.3x faster but each resolution took
-    about 80 s to compile, more than it saves in the tiny budget."""
+    on the 2-core CPU (measured while other jobs ran) the tiny model's 32 px step ran 1.3x
+    faster but each resolution took about 80 s to compile, more than it saves in the tiny
+    budget."""
     run_dir: str | None = None
     """Run directory; None gives runs/<command>-<preset>."""
     progress: bool = True

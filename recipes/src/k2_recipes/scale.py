@@ -36,22 +36,19 @@ class ScaledRun:
     result: TrainResult
 
 
-def _stages(cfg: PretrainConfig) -> tuple[list[ResolutionStage], list[int]]:
-    stages, resolutions = [], []
-    for stage in (cfg.low_res, cfg.high_res):
-        if stage.steps == 0:
-            continue
-        stages.append(
-            ResolutionStage(
-                resolution=stage.resolution,
-                train_shift=stage.shift,
-                steps=stage.steps,
-                latent_factor=1,
-                patch_size=cfg.model.patch_size,
-            )
+def _stages(cfg: PretrainConfig) -> list[ResolutionStage]:
+    """The recipe's stages with steps, in pixel space (one pixel per latent cell)."""
+    return [
+        ResolutionStage(
+            resolution=stage.resolution,
+            train_shift=stage.shift,
+            steps=stage.steps,
+            latent_factor=1,
+            patch_size=cfg.model.patch_size,
         )
-        resolutions.append(stage.resolution)
-    return stages, resolutions
+        for stage in (cfg.low_res, cfg.high_res)
+        if stage.steps
+    ]
 
 
 def train_config(cfg: PretrainConfig, out: Path) -> TrainConfig:
@@ -62,7 +59,7 @@ def train_config(cfg: PretrainConfig, out: Path) -> TrainConfig:
     warmup from the first.
     """
     s = cfg.scale
-    stages, _ = _stages(cfg)
+    stages = _stages(cfg)
     if not stages:
         raise ValueError("the fsdp2 trainer needs at least one stage with steps > 0")
     first = cfg.low_res if cfg.low_res.steps else cfg.high_res
@@ -107,11 +104,10 @@ def train_fsdp2(cfg: PretrainConfig, data: TrainingSet, run: RunDir) -> ScaledRu
     out = run.path / "checkpoints" / "fsdp2"
     out.mkdir(parents=True, exist_ok=True)
     tcfg = train_config(cfg, out)
-    _, resolutions = _stages(cfg)
     dataset = InMemoryDataset(
         cfg.model,
         tcfg.stages,
-        images={i: data.images[r] for i, r in enumerate(resolutions)},
+        images={i: data.images[s.resolution] for i, s in enumerate(tcfg.stages)},
         text=data.hidden,
         mask=data.mask,
         caption_weights=cfg.world.caption_mix,
