@@ -154,20 +154,18 @@ def _profile(samples: list[ShardSample]) -> None:
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = max(ct for (_, _, name), (_, _, _, ct, _) in stats.items() if name == "cpu_tier_table")
     parts = {
-        "_limited_decode": "decode: header check + decode(max_side) total",
-        "decode": "  decode() (open, verify, structure check, draft load, RGB, box)",
-        "load": "    Image.load (libjpeg entropy decode + IDCT)",
-        "compute_stats": "compute_stats total",
-        "complexity_bpp": "  complexity (JPEG re-encode of luma)",
+        "decode": "decode() (one open, header + structure check, draft load, RGB)",
+        "load": "  Image.load (libjpeg entropy decode + IDCT)",
+        "compute_stats": "compute_stats total (one fused pixel_stats pass)",
+        "complexity_from_gray": "  complexity (modelled JPEG bits, block DCT)",
         "laplacian_variance": "  laplacian_variance",
-        "rgb_entropy": "  rgb_entropy",
-        "border_widths": "  border_widths",
-        "extreme_pixel_ratios": "  white/black ratios",
-        "luma": "  luma",
-        "_hash_view": "box-reduce to hash_side",
-        "phash_batch": "phash_batch (grey + LANCZOS 48 + DCT)",
-        "colorhash_batch": "colorhash_batch (HSV + bincount)",
-        "md5": "md5 of bytes",
+        "entropy": "  entropy (Pillow pooled histogram)",
+        "border_runs": "  border runs",
+        "_hash_image": "box-reduce to hash_side",
+        "resize": "phash thumbnail (Pillow LANCZOS 48)",
+        "phash_from_thumbnails": "phash DCT + median (batched)",
+        "colorhash_values": "colorhash values (HSV + bincount)",
+        "openssl_md5": "md5 of bytes",
         "stats_table": "Arrow table of stats",
         "decide_cpu_tier": "decide (Arrow compute)",
     }
@@ -196,12 +194,11 @@ def main() -> None:
         f"{args.n} JPEGs 512x512 q=90, mean {kib:.0f} KiB, from {source}; one pinned core, best of 3"
     )
     variants = {
-        "k2 tier (default: stats at 256 px, hashes at 64 px)": {},
-        "k2 tier, hashes at 128 px (hash_side=128)": {"hash_side": 128},
-        "k2 tier, hashes at 256 px (hash_side=None)": {"hash_side": None},
+        "k2 tier (default: stats and hashes at 64 px, libjpeg 1/8)": {},
+        "k2 tier, stats at 128 px (libjpeg 1/4), hashes at 64 px": {"max_side": 128},
+        "k2 tier, stats at 256 px (libjpeg 1/2), hashes at 64 px": {"max_side": 256},
+        "k2 tier, stats at 128 px, hashes at 128 px": {"max_side": 128, "hash_side": 128},
         "k2 tier, phash reducing_gap=2": {"phash_reducing_gap": 2.0},
-        "k2 tier, stats at 128 px (libjpeg 1/4)": {"max_side": 128},
-        "k2 tier, stats at 64 px (libjpeg 1/8)": {"max_side": 64},
     }
     rows: list[tuple[str, float, str]] = [
         (

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from k2_data.filters import (
     STATS_SCHEMA,
@@ -26,6 +26,7 @@ from k2_data.filters import (
     extreme_pixel_ratios,
     laplacian_variance,
     luma,
+    pixel_stats,
     rgb_entropy,
     stats_table,
     text_density,
@@ -164,15 +165,211 @@ def test_border_widths_flat_and_gradient():
     assert (got.top, got.bottom, got.left, got.right) == (9, 9, 0, 0)
 
 
+_STD_LUMA = [
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
+]  # fmt: skip  (ITU-T T.81 Table K.1)
+
+
+def _ref_block_bits(gray: np.ndarray, quality: int = 75) -> float:
+    """Loop transcription of the modelled JPEG cost: per 8x8 block, orthonormal DCT-II,
+    IJG-scaled quantiser, bit_length(|v|) + 3 per non-zero AC value and DC difference."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    q = [min(max((t * scale + 50) // 100, 1), 255) for t in _STD_LUMA]
+    h, w = gray.shape
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    g = [[float(gray[min(y, h - 1), min(x, w - 1)]) for x in range(wp)] for y in range(hp)]
+    bits, prev_dc = 0, None
+    for by in range(0, hp, 8):
+        for bx in range(0, wp, 8):
+            for u in range(8):
+                for v in range(8):
+                    cu = math.sqrt(1 / 8) if u == 0 else math.sqrt(2 / 8)
+                    cv = math.sqrt(1 / 8) if v == 0 else math.sqrt(2 / 8)
+                    c = (
+                        cu
+                        * cv
+                        * sum(
+                            g[by + y][bx + x]
+                            * math.cos((2 * y + 1) * u * math.pi / 16)
+                            * math.cos((2 * x + 1) * v * math.pi / 16)
+                            for y in range(8)
+                            for x in range(8)
+                        )
+                    )
+                    level = round(c / q[8 * u + v])
+                    if u == v == 0:
+                        level, prev_dc = (0 if prev_dc is None else level - prev_dc), level
+                    if level:
+                        bits += abs(level).bit_length() + 3
+    return bits / (h * w)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 24), (13, 21)])
+def test_complexity_matches_block_loops(shape):
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w]
+    smooth = 128 + 60 * np.sin(x / 3.0 + y / 5.0)  # mid-range levels: no .5 rounding ties
+    gray = np.clip(smooth + RNG.normal(0, 10, shape), 0, 255).astype(np.uint8)
+    got = complexity_bpp(gray, side=64)
+    assert got == pytest.approx(_ref_block_bits(gray), abs=1e-12)
+
+
 def test_complexity_properties():
     flat = np.full((300, 200), 90, np.uint8)
     assert complexity_bpp(flat) == 0.0
     smooth = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
     noise = luma(_noise(256, 256))
-    assert 0 <= complexity_bpp(smooth) < 0.5 < 3.0 < complexity_bpp(noise)
+    assert 0 <= complexity_bpp(smooth, side=256) < 0.5 < 3.0 < complexity_bpp(noise, side=256)
     # Measured at a fixed side: a 2x nearest upscale box-filters back to the same image.
     twice = np.repeat(np.repeat(noise, 2, axis=0), 2, axis=1)
-    assert complexity_bpp(twice) == complexity_bpp(noise)
+    assert complexity_bpp(twice, side=256) == complexity_bpp(noise, side=256)
+    # Monotone with real complexity: more noise, more bits; more blur, fewer bits.
+    rng = np.random.default_rng(4)
+    base = rng.normal(0, 1, (64, 64))
+    by_noise = [
+        complexity_bpp(np.clip(128 + s * base, 0, 255).astype(np.uint8)) for s in (2, 8, 30, 90)
+    ]
+    assert by_noise == sorted(by_noise) and len(set(by_noise)) == 4
+    photo = np.asarray(Image.fromarray(noise).resize((64, 64), Image.Resampling.BICUBIC))
+    blurred = [photo] + [
+        np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(r))) for r in (1, 2, 4)
+    ]
+    by_blur = [complexity_bpp(g) for g in blurred]
+    assert by_blur == sorted(by_blur, reverse=True)
+
+
+def test_complexity_tracks_real_jpeg_size():
+    """The model ranks images as Pillow's encoder does (the old re-encode measure)."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:64, 0:64]
+    images = []
+    for i in range(12):
+        freq, amp = 0.05 + 0.1 * i, 10 * (i % 4 + 1)
+        smooth = 128 + 50 * np.sin(freq * x + 0.3 * i * y)
+        images.append(np.clip(smooth + rng.normal(0, amp, (64, 64)), 0, 255).astype(np.uint8))
+
+    def real_bits(gray):
+        def size(g):
+            buffer = io.BytesIO()
+            Image.fromarray(g, "L").save(buffer, "JPEG", quality=75, optimize=False)
+            return buffer.tell()
+
+        flat = np.full_like(gray, round(float(gray.mean())))
+        return (size(gray) - size(flat)) * 8 / gray.size
+
+    model = np.array([complexity_bpp(g) for g in images])
+    real = np.array([real_bits(g) for g in images])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    spearman = np.corrcoef(ranks(model), ranks(real))[0, 1]
+    assert spearman > 0.9 and np.abs(model - real).mean() < 0.3
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (5, 1), (7, 9), (64, 64), (40, 71)])
+def test_fused_pixel_stats_equal_the_per_statistic_references(shape):
+    h, w = shape
+    pixels = RNG.choice(np.array([0, 4, 10, 11, 120, 244, 245, 255], np.uint8), (h, w, 3))
+    pixels[: h // 3] = (250, 251, 252)  # a white, flat top border
+    pixels[:, w - w // 4 :] = (3, 9, 2)  # a black, flat right border
+    got = pixel_stats(pixels, complexity_side=256)
+    gray = luma(pixels)
+    assert (got.gray == gray).all()
+    assert got.laplacian_var == pytest.approx(_ref_laplacian_var(gray), rel=1e-12, abs=1e-9)
+    assert got.entropy == pytest.approx(_ref_entropy(pixels), abs=1e-12)
+    white = sum(all(int(c) >= 245 for c in px) for row in pixels for px in row) / (h * w)
+    black = sum(all(int(c) <= 10 for c in px) for row in pixels for px in row) / (h * w)
+    assert (got.white_ratio, got.black_ratio) == pytest.approx((white, black), abs=1e-15)
+    runs = _ref_border_runs(pixels, 8)
+    assert got.borders == runs
+    assert got.complexity == pytest.approx(_ref_block_bits(gray) if h * w < 100 else got.complexity)
+    assert got.complexity == complexity_bpp(gray, side=256)
+    same = pixel_stats(pixels, Image.fromarray(pixels), complexity_side=256)
+    assert same[:6] == got[:6]
+
+
+def _ref_border_runs(pixels: np.ndarray, tolerance: int) -> tuple[int, int, int, int]:
+    """Side by side, line by line: a line is flat when every pixel is within tolerance (per
+    channel) of the mid-range colour of the side's edge line."""
+    h, w = pixels.shape[:2]
+    p = pixels.astype(np.float64)
+    sides = {
+        "top": [p[y] for y in range(h)],
+        "bottom": [p[y] for y in reversed(range(h))],
+        "left": [p[:, x] for x in range(w)],
+        "right": [p[:, x] for x in reversed(range(w))],
+    }
+    runs = []
+    for lines in sides.values():
+        ref = (lines[0].min(axis=0) + lines[0].max(axis=0)) / 2
+        run = 0
+        for line in lines:
+            if np.abs(line - ref).max() > tolerance:
+                break
+            run += 1
+        runs.append(run)
+    return tuple(runs)
 
 
 def _raster_density(boxes, h, w):

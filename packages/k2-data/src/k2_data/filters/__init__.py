@@ -8,16 +8,18 @@ pixel ratios, flat-colour borders, complexity and OCR text density into one flat
 failing rule. See docs/k2-data.md (CPU filters).
 """
 
-from k2_data.filters._border import SIDES, Borders, border_widths
+from k2_data.filters._border import SIDES, Borders, border_runs, border_widths
 from k2_data.filters._complexity import (
     Boxes,
     OcrFn,
     complexity_bpp,
+    complexity_from_gray,
     ocr_text_density,
     text_density,
 )
 from k2_data.filters._decide import FilterThresholds, decide, decide_table
 from k2_data.filters._decode import JPEG_FORMATS, Decoded, decode, fit_size
+from k2_data.filters._fused import PixelStats, pixel_stats
 from k2_data.filters._pixels import (
     channel_histograms,
     entropy_from_histograms,
@@ -37,11 +39,14 @@ __all__ = [
     "Decoded",
     "FilterThresholds",
     "OcrFn",
+    "PixelStats",
     "Stats",
     "StatsConfig",
+    "border_runs",
     "border_widths",
     "channel_histograms",
     "complexity_bpp",
+    "complexity_from_gray",
     "compute_stats",
     "decide",
     "decide_table",
@@ -52,6 +57,7 @@ __all__ = [
     "laplacian_variance",
     "luma",
     "ocr_text_density",
+    "pixel_stats",
     "rgb_entropy",
     "stats_table",
     "text_density",

@@ -17,7 +17,7 @@ class FilterThresholds:
     """Thresholds of the CPU filter tier; None disables a rule.
 
     The report names the filters but gives no numbers; these defaults are k2's starting
-    points for statistics computed with ``decode(max_side=256)`` and the default
+    points for statistics computed with ``decode(max_side=64)`` and the default
     `StatsConfig`, meant to be re-tuned on saved statistics with `decide_table`.
 
     Args:
@@ -30,7 +30,8 @@ class FilterThresholds:
         max_white_ratio: drop when the near-white pixel fraction is above this.
         max_black_ratio: drop when the near-black pixel fraction is above this.
         max_border_fraction: drop when a flat border covers more than this fraction of a side.
-        max_complexity: drop when the complexity (JPEG bits/pixel at 256 px) is above this.
+        max_complexity: drop when the complexity (modelled JPEG bits/pixel at 64 px) is above
+            this.
         max_text_density: drop when OCR boxes cover more than this fraction (skipped when
             text density was not computed).
     """

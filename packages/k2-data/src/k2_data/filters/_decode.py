@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from jaxtyping import UInt8
-from PIL import Image
+from PIL import Image, ImageFile
 
 JPEG_FORMATS = ("JPEG", "MPO")
 """Pillow formats decoded by libjpeg (MPO is a camera JPEG with extra frames); draft applies."""
@@ -30,6 +30,8 @@ class Decoded:
         mode: Pillow mode of the file ("RGB", "L", "P", "RGBA", "CMYK", ...); empty if unknown.
         decode_path: ``"full"`` or ``"jpeg_draft_1/2"``, ``"jpeg_draft_1/4"``, ``"jpeg_draft_1/8"``
             (libjpeg DCT scaling); empty when not ok.
+        image: the same pixels as a Pillow RGB image (what `decode` built them from), so
+            Pillow-side statistics need no array-to-image copy; None when not ok.
     """
 
     ok: bool
@@ -40,6 +42,7 @@ class Decoded:
     format: str = ""
     mode: str = ""
     decode_path: str = ""
+    image: Image.Image | None = field(default=None, repr=False, compare=False)
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -145,14 +148,11 @@ def _unopenable(data: bytes, error: Exception) -> Decoded:
 def _failure(reason: str, image: Image.Image | None = None) -> Decoded:
     if image is None:
         return Decoded(ok=False, reason=reason)
-    return Decoded(
-        ok=False,
-        reason=reason,
-        width=image.size[0],
-        height=image.size[1],
-        format=image.format or "",
-        mode=image.mode,
-    )
+    return _header_failure(reason, image.size, image.format or "", image.mode)
+
+
+def _header_failure(reason: str, size: tuple[int, int], fmt: str, mode: str) -> Decoded:
+    return Decoded(ok=False, reason=reason, width=size[0], height=size[1], format=fmt, mode=mode)
 
 
 def _describe(error: Exception) -> str:
@@ -185,7 +185,13 @@ def _box_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.BOX)
 
 
-def decode(data: bytes, *, max_side: int | None = None, allow_draft: bool = True) -> Decoded:
+def decode(
+    data: bytes,
+    *,
+    max_side: int | None = None,
+    allow_draft: bool = True,
+    max_pixels: int | None = None,
+) -> Decoded:
     """Decode encoded image bytes once into RGB uint8, using JPEG draft mode when it is enough.
 
     Broken input never raises: it returns ``Decoded(ok=False, reason=...)``. Truncation is
@@ -193,6 +199,8 @@ def decode(data: bytes, *, max_side: int | None = None, allow_draft: bool = True
     chunk, WebP RIFF size) before decoding, so it is caught even when some other code has
     set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``; Pillow's own check (full load with
     that flag off) covers the other formats. Only the first frame of animations is read.
+    The file is opened once: formats with an integrity check of their own (PNG chunk CRCs)
+    are verified and reopened, JPEG (whose ``verify`` only closes the file) is not.
 
     Args:
         data: the encoded file (JPEG, PNG, WebP, GIF, ... anything Pillow opens).
@@ -203,35 +211,46 @@ def decode(data: bytes, *, max_side: int | None = None, allow_draft: bool = True
             little between the two paths. None: full resolution.
         allow_draft: False forces the full decode (then box filter) for JPEGs too, e.g. when
             a statistic must come from exactly the same pixels as an earlier full decode.
+        max_pixels: when set, an image whose header declares more pixels is not decoded
+            (``too_large: decompression_bomb: ...``), checked before any pixel is read.
 
     Returns:
         A Decoded with the pixels, original header size, format, file mode and decode path.
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be >= 1 or None, got {max_side}; use None for full size")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels}")
     if not data:
         return _failure("empty: zero-byte input")
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        return _failure(f"too_large: {error}")
+        return _failure(f"too_large: decompression_bomb: {error}")
     except Exception as error:  # web data breaks Pillow's parsers in every way; none may escape
         return _unopenable(data, error)
-    header = image
-    check = _STRUCTURE_CHECKS.get(image.format or "")
+    # Header facts, taken before draft() rescales image.size.
+    (width, height), fmt, mode = image.size, image.format or "", image.mode
+    if max_pixels is not None and width * height > max_pixels:
+        detail = f"{width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
+        return _header_failure(
+            f"too_large: decompression_bomb: {detail}", (width, height), fmt, mode
+        )
+    check = _STRUCTURE_CHECKS.get(fmt)
     missing = check(data) if check is not None else None
     if missing is not None:
-        return _failure(f"truncated: {missing}", header)
-    try:
-        image.verify()  # PNG chunk CRCs and the like; leaves the image unusable
-        image = Image.open(io.BytesIO(data))
-    except Exception as error:
-        return _failure(f"corrupt: verify failed: {_describe(error)}", header)
+        return _header_failure(f"truncated: {missing}", (width, height), fmt, mode)
+    if type(image).verify is not ImageFile.ImageFile.verify:
+        try:
+            image.verify()  # PNG chunk CRCs and the like; leaves the image unusable
+            image = Image.open(io.BytesIO(data))
+        except Exception as error:
+            reason = f"corrupt: verify failed: {_describe(error)}"
+            return _header_failure(reason, (width, height), fmt, mode)
 
-    width, height = image.size
     path = "full"
-    target = fit_size(width, height, max_side) if max_side is not None else image.size
-    if allow_draft and image.format in JPEG_FORMATS and target != image.size:
+    target = fit_size(width, height, max_side) if max_side is not None else (width, height)
+    if allow_draft and fmt in JPEG_FORMATS and target != (width, height):
         drafted = image.draft(None, target)
         if drafted is not None:
             scale = round(width / drafted[1][2])
@@ -240,19 +259,21 @@ def decode(data: bytes, *, max_side: int | None = None, allow_draft: bool = True
         image.load()
     except Exception as error:
         kind = "truncated" if "truncated" in str(error).lower() else "corrupt"
-        return _failure(f"{kind}: {_describe(error)}", header)
+        return _header_failure(f"{kind}: {_describe(error)}", (width, height), fmt, mode)
     try:
         rgb = _to_rgb(image)
     except Exception as error:
-        return _failure(f"unsupported_mode: {image.mode}: {_describe(error)}", header)
+        reason = f"unsupported_mode: {image.mode}: {_describe(error)}"
+        return _header_failure(reason, (width, height), fmt, mode)
     if rgb.size != target:
         rgb = _box_resize(rgb, target)
     return Decoded(
         ok=True,
-        pixels=np.asarray(rgb, dtype=np.uint8),
+        pixels=np.asarray(rgb),
         width=width,
         height=height,
-        format=header.format or "",
-        mode=header.mode,
+        format=fmt,
+        mode=mode,
         decode_path=path,
+        image=rgb,
     )

@@ -7,15 +7,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from k2_data.filters._border import SIDES, border_widths
-from k2_data.filters._complexity import OcrFn, complexity_bpp, ocr_text_density
+from k2_data.filters._border import SIDES
+from k2_data.filters._complexity import OcrFn, ocr_text_density
 from k2_data.filters._decode import Decoded
-from k2_data.filters._pixels import (
-    extreme_pixel_ratios,
-    laplacian_variance,
-    luma,
-    rgb_entropy,
-)
+from k2_data.filters._fused import pixel_stats
 
 Stats = dict[str, float | int | str | None]
 
@@ -53,14 +48,15 @@ class StatsConfig:
         white_level: all channels >= this counts as a white pixel.
         black_level: all channels <= this counts as a black pixel.
         border_tolerance: per-channel deviation (grey levels) still counted as border colour.
-        complexity_side: longer side at which the complexity score is measured.
-        complexity_quality: JPEG quality of the complexity encode.
+        complexity_side: longer side at which the complexity score is measured (the
+            statistics' default decode size, so it costs no resize).
+        complexity_quality: IJG quality of the modelled JPEG quantiser of the complexity.
     """
 
     white_level: int = 245
     black_level: int = 10
     border_tolerance: int = 8
-    complexity_side: int = 256
+    complexity_side: int = 64
     complexity_quality: int = 75
 
     def __post_init__(self) -> None:
@@ -114,25 +110,33 @@ def compute_stats(
         stats["decode_error"] = decoded.reason or "not decoded"
         return stats
     pixels = decoded.pixels
-    gray = luma(pixels)
-    white, black = extreme_pixel_ratios(
-        pixels, white_level=config.white_level, black_level=config.black_level
+    h, w = pixels.shape[:2]
+    px = pixel_stats(
+        pixels,
+        decoded.image,
+        white_level=config.white_level,
+        black_level=config.black_level,
+        border_tolerance=config.border_tolerance,
+        complexity_side=config.complexity_side,
+        complexity_quality=config.complexity_quality,
     )
-    borders = border_widths(pixels, tolerance=config.border_tolerance)
+    top, bottom, left, right = px.borders
+    fractions = (top / h, bottom / h, left / w, right / w)
     stats.update(
-        stat_width=pixels.shape[1],
-        stat_height=pixels.shape[0],
-        laplacian_var=laplacian_variance(gray),
-        entropy=rgb_entropy(pixels),
-        white_ratio=white,
-        black_ratio=black,
-        border_fraction=borders.max_fraction,
-        border_sides=",".join(borders.sides),
-        complexity=complexity_bpp(
-            gray, side=config.complexity_side, quality=config.complexity_quality
-        ),
+        stat_width=w,
+        stat_height=h,
+        laplacian_var=px.laplacian_var,
+        entropy=px.entropy,
+        white_ratio=px.white_ratio,
+        black_ratio=px.black_ratio,
+        border_top=fractions[0],
+        border_bottom=fractions[1],
+        border_left=fractions[2],
+        border_right=fractions[3],
+        border_fraction=max(fractions),
+        border_sides=",".join(s for s, n in zip(SIDES, px.borders, strict=True) if n),
+        complexity=px.complexity,
     )
-    stats.update({f"border_{side}": frac for side, frac in borders.fractions().items()})
     if ocr is not None:
         stats["text_density"], stats["text_boxes"] = ocr_text_density(pixels, ocr)
     return stats

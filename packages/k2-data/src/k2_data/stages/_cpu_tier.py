@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import io
+import hashlib
 import json
 import os
 import warnings
@@ -28,7 +28,14 @@ from k2_data.filters import (
     fit_size,
     stats_table,
 )
-from k2_data.hashing import colorhash_batch, colorhash_nbits, md5, phash_batch, phash_nbits
+from k2_data.hashing import (
+    colorhash_nbits,
+    colorhash_values,
+    encode_colorhash,
+    pack_bits,
+    phash_from_thumbnails,
+    phash_nbits,
+)
 from k2_data.io import (
     ShardSample,
     iter_shard,
@@ -99,38 +106,16 @@ def decide_cpu_tier(table: pa.Table, thresholds: FilterThresholds = _THRESHOLDS)
     return decided.select(names)
 
 
-def _limited_decode(data: bytes, max_side: int, max_pixels: int) -> Decoded:
-    """`decode`, after refusing images whose header declares more than max_pixels pixels."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:  # lazy: reads the header only
-            (width, height), fmt, mode = header.size, header.format or "", header.mode
-    except Image.DecompressionBombError as error:
-        return Decoded(ok=False, reason=f"too_large: decompression_bomb: {error}")
-    except Exception:
-        return decode(data, max_side=max_side)  # let decode name what is wrong with it
-    if width * height > max_pixels:
-        detail = f"{width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
-        return Decoded(
-            ok=False,
-            reason=f"too_large: decompression_bomb: {detail}",
-            width=width,
-            height=height,
-            format=fmt,
-            mode=mode,
-        )
-    return decode(data, max_side=max_side)
-
-
-def _hash_view(pixels: np.ndarray, hash_side: int | None) -> np.ndarray:
-    """The decoded pixels box-reduced to fit hash_side (unchanged when they already fit)."""
-    height, width = pixels.shape[:2]
+def _hash_image(decoded: Decoded, hash_side: int | None) -> Image.Image:
+    """The RGB image phash and colorhash are taken on: the decoded one box-reduced to hash_side."""
+    image = decoded.image if decoded.image is not None else Image.fromarray(decoded.pixels)
+    width, height = image.size
     if hash_side is None or max(width, height) <= hash_side:
-        return pixels
+        return image
     target = fit_size(width, height, hash_side)
-    image = Image.fromarray(pixels)
     if width % target[0] == 0 and height % target[1] == 0:  # reduce() is ~4x faster than resize
-        return np.asarray(image.reduce((width // target[0], height // target[1])))
-    return np.asarray(image.resize(target, Image.Resampling.BOX))
+        return image.reduce((width // target[0], height // target[1]))
+    return image.resize(target, Image.Resampling.BOX)
 
 
 def cpu_tier_table(
@@ -142,11 +127,13 @@ def cpu_tier_table(
 ) -> pa.Table:
     """CPU-tier rows of in-memory samples: one decode feeds every statistic and both hashes.
 
-    Each image is decoded once with ``decode(max_side=settings.max_side)`` (JPEG draft when
-    it allows), after a header-only check against ``settings.max_pixels``. The statistics
-    (`compute_stats`) are taken on those pixels, phash and colorhash on the same pixels
-    box-reduced to ``settings.hash_side``; ``decode_path`` tells which decode every value
-    came from. md5 is of the encoded bytes. Rows follow sample order.
+    Each image is opened once and decoded with ``decode(max_side=settings.max_side,
+    max_pixels=settings.max_pixels)`` (JPEG draft when it allows; the pixel limit is
+    checked on the header). The statistics (`compute_stats`, one fused pass) are taken on
+    those pixels, phash and colorhash on the same pixels box-reduced to
+    ``settings.hash_side`` (with the defaults, the same 64 px image); ``decode_path`` tells
+    which decode every value came from. md5 is of the encoded bytes. Rows follow sample
+    order. Hashes equal `k2_data.hashing.phash_batch` / `colorhash_batch` of those pixels.
 
     Args:
         samples: samples from `k2_data.io.iter_shard` (errored ones become dropped rows).
@@ -164,35 +151,50 @@ def cpu_tier_table(
         phash_size=settings.phash_size, colorhash_binbits=settings.colorhash_binbits
     )
     columns: dict[str, list[Any]] = {f.name: [] for f in _SAMPLE_FIELDS}
-    stats, pixels, decoded_rows = [], [], []
+    keys, shards, members, exts = (
+        columns[k] for k in ("__key__", "__shard__", "members", "image_ext")
+    )
+    sizes, errors, md5s = columns["file_size"], columns["io_error"], columns["md5"]
+    stats: list[dict[str, Any]] = []
+    thumbs, colours, decoded_rows = [], [], []
+    thumb_side = settings.phash_size * 4  # phash_batch's highfreq_factor
+    gap, binbits = settings.phash_reducing_gap, settings.colorhash_binbits
     with warnings.catch_warnings():
-        # The header check in _limited_decode replaces Pillow's warning-level bomb check.
+        # decode(max_pixels=...) checks the header; it replaces Pillow's warning-level check.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for row, sample in enumerate(samples):
-            image = sample.image if sample.error is None else None
-            columns["__key__"].append(sample.key)
-            columns["__shard__"].append(shard)
-            columns["members"].append(",".join(sample.members))
-            columns["image_ext"].append(sample.image_ext)
-            columns["file_size"].append(None if sample.image is None else len(sample.image))
-            columns["io_error"].append(sample.error)
-            columns["md5"].append(None if image is None else md5(image).tobytes())
-            if image is None:
+            data = sample.image
+            keys.append(sample.key)
+            shards.append(shard)
+            members.append(",".join(sample.members))
+            exts.append(sample.image_ext)
+            sizes.append(None if data is None else len(data))
+            errors.append(sample.error)
+            if data is None or sample.error is not None:
+                md5s.append(None)
                 stats.append({})
                 continue
-            decoded = _limited_decode(image, settings.max_side, settings.max_pixels)
-            stats.append(compute_stats(decoded, config=settings.stats))
-            if decoded.ok and decoded.pixels is not None:
-                pixels.append(_hash_view(decoded.pixels, settings.hash_side))
-                decoded_rows.append(row)
+            md5s.append(hashlib.md5(data, usedforsecurity=False).digest())
+            decoded = decode(data, max_side=settings.max_side, max_pixels=settings.max_pixels)
+            record = compute_stats(decoded, config=settings.stats)
+            stats.append(record)
+            if not decoded.ok:
+                continue
+            image = _hash_image(decoded, settings.hash_side)
+            grey = image.convert("L")
+            # phash_batch's thumbnail and colorhash_batch's values, from this one image.
+            thumb = grey.resize(
+                (thumb_side, thumb_side), Image.Resampling.LANCZOS, reducing_gap=gap
+            )
+            thumbs.append(np.asarray(thumb))
+            colours.append(colorhash_values(image, binbits=binbits))
+            decoded_rows.append(row)
     n = len(stats)
     phash: list[bytes | None] = [None] * n
     color: list[bytes | None] = [None] * n
-    if pixels:
-        p = phash_batch(
-            pixels, hash_size=settings.phash_size, reducing_gap=settings.phash_reducing_gap
-        )
-        c = colorhash_batch(pixels, binbits=settings.colorhash_binbits)
+    if thumbs:
+        p = phash_from_thumbnails(np.stack(thumbs), hash_size=settings.phash_size)
+        c = pack_bits(encode_colorhash(np.stack(colours), binbits=binbits))
         for i, row in enumerate(decoded_rows):
             phash[row], color[row] = p[i].tobytes(), c[i].tobytes()
     arrays = [pa.array(columns[f.name], type=f.type) for f in _SAMPLE_FIELDS]
@@ -208,7 +210,7 @@ def run_cpu_tier(
     shard_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    max_side: int = 256,
+    max_side: int = 64,
     thresholds: FilterThresholds = _THRESHOLDS,
     phash_size: int = 12,
     hash_side: int | None = 64,

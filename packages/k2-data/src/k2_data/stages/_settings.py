@@ -22,12 +22,13 @@ class CpuTierSettings:
 
     Args:
         max_side: longer side of the decoded pixels the statistics are taken on (JPEG draft
-            decoding when it allows; the default thresholds assume 256).
+            decoding when it allows: 64 px is libjpeg's 1/8 scale, DC only, for sources up
+            to 512 px, the cheapest decode there is; the default thresholds assume 64).
         hash_side: longer side of the pixels phash and colorhash are taken on: the decoded
             pixels box-reduced to fit (None: the decoded pixels as they are). Colour
-            fractions and a 48 px phash thumbnail need few pixels; hashing at 64 px instead
-            of 256 px is 16x less colorhash work (see docs/k2-data-pipeline.md for how far
-            the hashes move). Never mix settings within one dataset.
+            fractions and a 48 px phash thumbnail need few pixels (see
+            docs/k2-data-pipeline.md for how far the hashes move). Never mix settings within
+            one dataset.
         phash_size: phash side (12 -> 144 bits, the report's choice).
         phash_reducing_gap: `k2_data.hashing.phash_batch` speed knob (None: exact LANCZOS).
         colorhash_binbits: colorhash bits per fraction (k2 thermometer code).
@@ -37,7 +38,7 @@ class CpuTierSettings:
         stats: parameters of the statistics themselves.
     """
 
-    max_side: int = 256
+    max_side: int = 64
     hash_side: int | None = 64
     phash_size: int = 12
     phash_reducing_gap: float | None = None
