@@ -89,7 +89,7 @@ class ScaleSettings:
 
     trainer: Literal["simple", "fsdp2"] = "simple"
     optimizer: Literal["adamw", "muon"] = "adamw"
-    """fsdp2 only: Muon on hidden 2-D weights, AdamW on the rest (`k2_dit.train`)."""
+    """Muon on hidden 2-D weights, AdamW on the rest (`k2_dit.train`), in either trainer."""
     float8: tuple[Literal["tensorwise", "rowwise", "none"], ...] = ()
     """fsdp2 only: one torchao recipe per stage with steps (the report: tensorwise at the
     lower, rowwise at the higher resolution); empty for none. GPU only (skipped on CPU)."""
@@ -102,12 +102,10 @@ class ScaleSettings:
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.trainer == "simple" and (
-            self.float8 or self.pma_every or self.optimizer != "adamw"
-        ):
+        if self.trainer == "simple" and (self.float8 or self.pma_every):
             raise ValueError(
-                "scale.float8, scale.pma_every and scale.optimizer='muon' need "
-                "scale.trainer='fsdp2' (the simple loop is AdamW only)"
+                "scale.float8 and scale.pma_every need scale.trainer='fsdp2' (the simple "
+                "loop has neither)"
             )
 
 

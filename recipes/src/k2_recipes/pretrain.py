@@ -14,7 +14,12 @@ import torch
 from k2_data.synthetic import Scene
 from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
 from k2_dit.model import DiT, flops_per_sample, parameter_table
-from k2_dit.train import save_checkpoint, wsd_schedule
+from k2_dit.train import (
+    muon_adamw_optimizers,
+    muon_param_groups,
+    save_checkpoint,
+    wsd_schedule,
+)
 from k2_recipes.evaluate import EvalResult, image_grid, sample_images, score_images
 from k2_recipes.presets import PretrainConfig, StageConfig
 from k2_recipes.progress import progress
@@ -74,6 +79,24 @@ def _batch(
     return x0, hidden[:, :length], mask[:, :length]
 
 
+def _optimizers(model: DiT, stage: StageConfig, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW over everything, or Muon on the hidden matrices plus AdamW on the rest."""
+    if cfg.scale.optimizer == "muon":
+        split = muon_param_groups(model, weight_decay=cfg.weight_decay)
+        # BatchedMuon: torch.optim.Muon's rule with one Newton-Schulz per matrix shape.
+        return list(muon_adamw_optimizers(split, lr=stage.lr, betas=cfg.betas, batched=True))
+    # foreach: one fused update over all tensors (the per-tensor loop is the CPU default).
+    return [
+        torch.optim.AdamW(
+            model.parameters(),
+            lr=stage.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
+        )
+    ]
+
+
 def train_stage(
     model: DiT,
     data: TrainingSet,
@@ -86,23 +109,24 @@ def train_stage(
     first_step: int,
     forward: Callable[..., torch.Tensor] | None = None,
 ) -> int:
-    """Train one resolution stage with AdamW and a warmup-stable-decay schedule.
+    """Train one resolution stage with AdamW (or Muon + AdamW) and a warmup-stable-decay schedule.
 
     `forward` replaces `model` in the training step (e.g. `torch.compile(model)`); the
     parameters, optimiser and checkpoints are `model`'s.
     """
     forward = forward if forward is not None else model
     device = torch.device(cfg.device)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=stage.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-    )
-    sched = wsd_schedule(
-        opt,
-        # Short stages (smoke runs) keep a warmup no longer than half the stage.
-        warmup_steps=min(stage.warmup_steps, stage.steps // 2),
-        total_steps=stage.steps,
-        decay_fraction=stage.decay_fraction,
-    )
+    opts = _optimizers(model, stage, cfg)
+    scheds = [
+        wsd_schedule(
+            opt,
+            # Short stages (smoke runs) keep a warmup no longer than half the stage.
+            warmup_steps=min(stage.warmup_steps, stage.steps // 2),
+            total_steps=stage.steps,
+            decay_fraction=stage.decay_fraction,
+        )
+        for opt in opts
+    ]
     model.train()
     step = first_step
     smooth = None
@@ -117,11 +141,13 @@ def train_stage(
         t, noise = t.to(device), noise.to(device)
         pred = forward(interpolate(x0, noise, t), t, hidden, mask)
         loss = rectified_flow_loss(pred, x0, noise).mean()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
+        for opt, sched in zip(opts, scheds, strict=True):
+            opt.step()
+            sched.step()
         step += 1
         if i % 10 == 0 or i == stage.steps - 1:
             value = loss.item()
@@ -138,7 +164,7 @@ def train_stage(
                 loss=value,
                 loss_smooth=smooth,
                 grad_norm=float(grad_norm),
-                lr=sched.get_last_lr()[0],
+                lr=scheds[0].get_last_lr()[0],
             )
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{smooth:.4f}")

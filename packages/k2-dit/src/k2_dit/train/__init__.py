@@ -1,5 +1,5 @@
 """Training utilities: checkpoints, config I/O, WSD schedule, PMA (streamed over checkpoint
-files), model merging and task arithmetic, optimizer groups, float8 conversion."""
+files), model merging and task arithmetic, optimizer groups, batched Muon, float8 conversion."""
 
 from k2_dit.train._checkpoint import load_checkpoint, save_checkpoint
 from k2_dit.train._config_io import config_from_dict, config_to_dict
@@ -19,6 +19,7 @@ from k2_dit.train._merge import (
     merge_weights,
     task_arithmetic,
 )
+from k2_dit.train._muon import NS_COEFFICIENTS, BatchedMuon, newton_schulz
 from k2_dit.train._param_groups import (
     MuonParamGroups,
     ParamPredicate,
@@ -31,7 +32,9 @@ from k2_dit.train._stream_average import average_checkpoints, pma_checkpoints
 
 __all__ = [
     "FLOAT8_SKIP_FQNS",
+    "NS_COEFFICIENTS",
     "PMA",
+    "BatchedMuon",
     "DecayType",
     "Float8ModuleFilter",
     "Float8Recipe",
@@ -51,6 +54,7 @@ __all__ = [
     "merge_weights",
     "muon_adamw_optimizers",
     "muon_param_groups",
+    "newton_schulz",
     "pma_checkpoints",
     "save_checkpoint",
     "task_arithmetic",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from k2_dit.conditioning import Modulation
+from k2_dit.train._muon import BatchedMuon
 
 ParamPredicate = Callable[[str, nn.Parameter], bool]
 """`predicate(qualified_name, parameter) -> bool`."""
@@ -248,6 +249,7 @@ def muon_adamw_optimizers(
     momentum: float = 0.95,
     nesterov: bool = True,
     adjust_lr_fn: str | None = "match_rms_adamw",
+    batched: bool = False,
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Build `torch.optim.Muon` and `torch.optim.AdamW` over a `muon_param_groups` split.
 
@@ -264,6 +266,9 @@ def muon_adamw_optimizers(
         momentum: Muon momentum.
         nesterov: Muon Nesterov momentum.
         adjust_lr_fn: Muon's LR adjustment (`match_rms_adamw`, `original` or None).
+        batched: use `BatchedMuon` (the same rule, one batched Newton-Schulz per shape:
+            faster for many small matrices on one device; not for FSDP2-sharded
+            parameters, which keep `torch.optim.Muon`).
 
     Returns:
         (muon, adamw).
@@ -272,7 +277,7 @@ def muon_adamw_optimizers(
         Liu et al. 2025 (Moonlight), Eq. 4 (update RMS matching); Krea 2 report,
         Architecture ("the RMS-matched setting from Moonlight", "adding Nesterov momentum").
     """
-    muon_cls = getattr(torch.optim, "Muon", None)
+    muon_cls = BatchedMuon if batched else getattr(torch.optim, "Muon", None)
     if muon_cls is None:
         raise ImportError(
             f"torch.optim.Muon is not in torch {torch.__version__}; it needs torch >= 2.9"
