@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -111,8 +112,10 @@ VARIANTS: dict[str, Callable[[PretrainConfig], PretrainConfig]] = {
         for n in (900, 1200, 1500)
     },
     "seed2": lambda c: replace(c, seed=2),
+    "seed3": lambda c: replace(c, seed=3),
+    "bf16": lambda c: replace(c, precision="bf16"),
+    "decay0.2": lambda c: replace(c, high_res=replace(c.high_res, decay_fraction=0.2)),
     "muon": lambda c: replace(c, scale=replace(c.scale, optimizer="muon")),
-    "decay1": lambda c: replace(c, high_res=replace(c.high_res, decay_fraction=1.0)),
     "decay0.7": lambda c: replace(c, high_res=replace(c.high_res, decay_fraction=0.7)),
     "lr_1.5e-3": lambda c: _stages(c, lr=1.5e-3),
     "lr_3e-3": lambda c: _stages(c, lr=3e-3),
@@ -124,6 +127,16 @@ VARIANTS: dict[str, Callable[[PretrainConfig], PretrainConfig]] = {
     "guidance7": lambda c: replace(c, eval=replace(c.eval, guidance_scale=7.0)),
     "guidance2": lambda c: replace(c, eval=replace(c.eval, guidance_scale=2.0)),
 }
+
+
+def _variant(part: str) -> Callable[[PretrainConfig], PretrainConfig]:
+    """A named variant, or `sched_A_B`: A steps at the low and B at the high resolution."""
+    if part.startswith("sched_"):
+        low, high = (int(x) for x in part.split("_")[1:])
+        return lambda c: replace(
+            c, low_res=replace(c.low_res, steps=low), high_res=replace(c.high_res, steps=high)
+        )
+    return VARIANTS[part]
 
 
 def _run(name: str, device: str, preset: str, threads: int, queue) -> None:
@@ -139,7 +152,7 @@ def _run_one(name: str, device: str, preset: str, threads: int, queue) -> None:
 
     cfg = PRETRAIN_PRESETS[preset]
     for part in name.split("+"):  # "medium_only+pooled": apply left to right
-        cfg = VARIANTS[part](cfg)
+        cfg = _variant(part)(cfg)
     cfg = replace(cfg, device=device, threads=threads, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(tmp)
@@ -172,7 +185,12 @@ def main() -> None:
     if args.list:
         print("\n".join(VARIANTS))
         return
-    unknown = [p for v in args.variants for p in v.split("+") if p not in VARIANTS]
+    unknown = [
+        p
+        for v in args.variants
+        for p in v.split("+")
+        if p not in VARIANTS and not re.fullmatch(r"sched_\d+_\d+", p)
+    ]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; see --list")
     ctx = mp.get_context("spawn")

@@ -139,8 +139,9 @@ def train_stage(
         )
         noise = torch.randn(x0.shape, generator=gen)
         t, noise = t.to(device), noise.to(device)
-        pred = forward(interpolate(x0, noise, t), t, hidden, mask)
-        loss = rectified_flow_loss(pred, x0, noise).mean()
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            pred = forward(interpolate(x0, noise, t), t, hidden, mask)
+        loss = rectified_flow_loss(pred.float(), x0, noise).mean()
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()

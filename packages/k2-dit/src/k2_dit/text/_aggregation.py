@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from k2_dit.blocks import RMSNorm
+from k2_dit.blocks._attention import sdpa
 
 
 class LayerAggregation(nn.Module):
@@ -105,7 +105,7 @@ class LayerAggregation(nn.Module):
             three=3,
             h=self.num_heads,
         )
-        att = F.scaled_dot_product_attention(q, c, v)
+        att = sdpa(q, c, v)
         y = x + self.attn_out(rearrange(att, "n h k dh -> n k (h dh)"))  # (3)
         a, g = rearrange(
             self.pool_kv(self.norm_pool(y)),
@@ -116,7 +116,7 @@ class LayerAggregation(nn.Module):
         s = rearrange(self.pool_query, "(h dh) -> 1 h 1 dh", h=self.num_heads).expand(
             a.shape[0], -1, -1, -1
         )
-        z = F.scaled_dot_product_attention(s.to(a.dtype), a, g)
+        z = sdpa(s.to(a.dtype), a, g)
         z = self.proj_out(rearrange(z, "n h 1 dh -> n (h dh)"))  # (4)
         return rearrange(z, "(b l) d -> b l d", b=b, l=length)
 
