@@ -26,7 +26,7 @@ from k2_recipes.posttrain import (
     posttrain_report_sections,
     run_posttrain,
 )
-from k2_recipes.posttrain.grpo import in_range_fraction
+from k2_recipes.posttrain.grpo import in_range_fraction, rollout_noise
 from k2_recipes.posttrain.sft import domain_world, merge_domains
 from k2_recipes.presets import PRETRAIN_PRESETS, WorldSettings
 from k2_recipes.rundir import RunDir
@@ -214,6 +214,17 @@ def test_posttrain_configs_import_without_the_stages():
 def test_in_range_fraction_counts_pixels_within_tolerance():
     x = torch.tensor([[[[0.0, 1.04, -1.06, 2.0]]], [[[0.5, -0.5, 0.9, -1.0]]]])
     assert in_range_fraction(x).tolist() == [0.5, 1.0]
+
+
+def test_rollout_noise_shares_one_start_per_group_or_none():
+    shared = rollout_noise(3, 4, (2, 5), shared=True, generator=torch.Generator().manual_seed(0))
+    assert shared.shape == (12, 2, 5)
+    for g in range(3):
+        block = shared[4 * g : 4 * g + 4]
+        assert torch.equal(block, block[:1].expand_as(block))
+    assert not torch.equal(shared[0], shared[4])  # groups differ
+    free = rollout_noise(3, 4, (2, 5), shared=False, generator=torch.Generator().manual_seed(0))
+    assert free.shape == (12, 2, 5) and len({tuple(x.flatten().tolist()) for x in free}) == 12
 
 
 # ---------------------------------------------------------------------------------------

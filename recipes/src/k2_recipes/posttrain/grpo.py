@@ -69,6 +69,24 @@ def _advantages(rewards: Tensor, group_ids: Tensor, x0: Tensor, cfg: GRPOConfig)
     return adv.clamp(-cfg.adv_clip, cfg.adv_clip)
 
 
+def rollout_noise(
+    groups: int,
+    group_size: int,
+    shape: tuple[int, ...],
+    *,
+    shared: bool,
+    generator: torch.Generator,
+) -> Tensor:
+    """Starting noise x_T for `groups` groups of `group_size` rollouts, group-major.
+
+    `shared`: one draw per group, repeated for its members (seed groups), so that members
+    differ only by the SDE noise their log-probabilities account for.
+    """
+    draws = groups if shared else groups * group_size
+    x = torch.randn(draws, *shape, generator=generator)
+    return x.repeat_interleave(group_size, dim=0) if shared else x
+
+
 def _pool_counts(pool: PromptPool) -> dict[str, int]:
     statuses = [pool.status(i) for i in range(len(pool))]
     return {f"pool_{s}": statuses.count(s) for s in ("active", "saturated", "impossible")} | {
@@ -116,7 +134,9 @@ def train_grpo(
         rows = [i for i in picked for _ in range(n)]
         group_ids = torch.arange(len(picked)).repeat_interleave(n)
         hidden, mask = bank.get(rows)
-        x_T = torch.randn(len(rows), channels, res, res, generator=gen).to(device)
+        x_T = rollout_noise(
+            len(picked), n, (channels, res, res), shared=cfg.shared_noise, generator=gen
+        ).to(device)
         # Flow-GRPO-Fast: a short SDE window in the noisier half, where the prompt matters.
         high = max(cfg.sde_window, cfg.rollout_steps // 2)
         window = random_sde_window(cfg.rollout_steps, size=cfg.sde_window, high=high, generator=gen)

@@ -105,6 +105,11 @@ class GRPOConfig:
     noise_level: float = 0.8
     sde_window: int = 2
     """SDE steps per rollout (a random window in the noisier half); the rest are ODE steps."""
+    shared_noise: bool = True
+    """Every member of a group starts from the same x_T (DanceGRPO's `init_same_noise`,
+    TempFlow-GRPO's seed groups), so with an SDE window the trajectories only differ by the
+    window's noise, which is what the log-probabilities credit. With independent starts most
+    of a group's reward spread comes from x_T, which no log-probability sees."""
     lr: float = 1e-4
     clip_range: float = 1e-4
     kl_coef: float = 0.01
