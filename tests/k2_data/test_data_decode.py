@@ -223,3 +223,32 @@ def test_draft_and_full_stats_agree():
     assert draft["decode_path"] == "jpeg_draft_1/4" and full["decode_path"] == "full"
     for key in ("laplacian_var", "entropy", "complexity"):
         assert draft[key] == pytest.approx(full[key], rel=0.1), key
+
+
+@pytest.mark.parametrize("max_side", [None, 64, 300])
+def test_jpeg_over_64_kib_decodes_like_pillows_own_load(max_side):
+    # decode() hands libjpeg the whole file in one read; Pillow's load() reads 64 KiB blocks.
+    noisy = np.random.default_rng(4).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    data = _encode(noisy, "JPEG", quality=95)
+    assert len(data) > 2 * 65536
+    out = decode(data, max_side=max_side)
+    ref = Image.open(io.BytesIO(data))
+    if max_side is not None:
+        ref.draft(None, fit_size(600, 400, max_side))
+    ref.load()
+    ref = ref.convert("RGB")
+    if max_side is not None and ref.size != fit_size(600, 400, max_side):
+        ref = ref.resize(fit_size(600, 400, max_side), Image.Resampling.BOX)
+    assert out.ok and out.pixels is not None
+    assert np.array_equal(out.pixels, np.asarray(ref))
+    assert np.array_equal(out.pixels, np.asarray(out.image))
+    assert not out.pixels.flags.writeable and out.pixels.flags.c_contiguous
+
+
+@pytest.mark.parametrize("load_truncated", [False, True])
+def test_jpeg_over_64_kib_cut_is_truncated(monkeypatch, load_truncated):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+    noisy = np.random.default_rng(5).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    data = _encode(noisy, "JPEG", quality=95)
+    out = decode(data[: len(data) * 3 // 4], max_side=64)
+    assert not out.ok and out.reason.startswith("truncated: "), out.reason

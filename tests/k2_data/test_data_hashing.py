@@ -12,6 +12,7 @@ from PIL import Image
 from k2_data.hashing import (
     colorhash,
     colorhash_batch,
+    colorhash_lut,
     colorhash_nbits,
     colorhash_values,
     dct2_scipy,
@@ -27,6 +28,7 @@ from k2_data.hashing import (
     unpack_bits,
 )
 from k2_data.hashing._bits import _hamming_table, _hamming_ufunc
+from k2_data.hashing._colorhash_lut import lut_codes, pillow_codes
 
 
 def _images(seed: int, count: int) -> list[Image.Image]:
@@ -238,6 +240,79 @@ def test_colorhash_values_match_per_pixel_reference():
         for binbits in (1, 3, 4):
             ours = colorhash_values(img, binbits=binbits).tolist()
             assert ours == _colorhash_values_reference(img, binbits)
+
+
+def _colour_categories_reference(img: Image.Image) -> np.ndarray:
+    """Per-pixel category, transcribed from imagehash's colorhash masks and np.histogram bins.
+
+    0 black, 1 grey, 2 + hue bin faint, 8 + hue bin bright, 14 coloured with S == 170.
+    """
+    luma = np.asarray(img.convert("L"))
+    h, s, _ = (np.asarray(c) for c in img.convert("HSV").split())
+    edges = np.linspace(0, 255, 6 + 1)
+    hue_bin = np.array([np.histogram([v], bins=edges)[0].argmax() for v in range(256)], np.uint8)
+    black = luma < 256 // 8
+    grey = ~black & (s < 256 // 3)
+    coloured = ~black & ~grey
+    faint = coloured & (s < 256 * 2 // 3)
+    bright = coloured & (s > 256 * 2 // 3)
+    out = np.full(luma.shape, 14, np.uint8)
+    out[black], out[grey] = 0, 1
+    out[faint] = 2 + hue_bin[h[faint]]
+    out[bright] = 8 + hue_bin[h[bright]]
+    return out
+
+
+def test_colorhash_lut_matches_pillow_rules_on_every_24_bit_colour():
+    # All 2^24 colours, in a scrambled order (x -> odd * x + c is a bijection mod 2^24), in
+    # 16 images of 1024 x 1024: the LUT indexed by (r << 16) | (g << 8) | b, the per-image
+    # LUT path and the Pillow path must each give the independently transcribed category.
+    lut = colorhash_lut()
+    assert lut.shape == (1 << 24,) and lut.dtype == np.uint8 and not lut.flags.writeable
+    seen = np.zeros(15, bool)
+    for chunk in range(16):
+        x = np.arange(chunk << 20, (chunk + 1) << 20, dtype=np.uint32)
+        colour = (x * np.uint32(2654435761) + np.uint32(12345)) & np.uint32(0xFFFFFF)
+        rgb = np.stack([colour >> 16, (colour >> 8) & 255, colour & 255], -1).astype(np.uint8)
+        img = Image.fromarray(rgb.reshape(1024, 1024, 3), "RGB")
+        expected = _colour_categories_reference(img).ravel()
+        assert np.array_equal(lut[colour], expected)
+        assert np.array_equal(lut_codes(img), expected)
+        assert np.array_equal(pillow_codes(img).ravel(), expected)
+        seen[expected] = True
+    assert seen.all()  # every category, S == 170 included, occurs
+
+
+@pytest.mark.parametrize("binbits", range(1, 9))
+def test_colorhash_lut_values_equal_pillow_values_for_every_binbits(binbits):
+    rng = np.random.default_rng(binbits)
+    rgb = [img.convert("RGB") for img in IMAGES[:27]]
+    rgb.append(Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8)))
+    grid = np.arange(256, dtype=np.uint8)
+    for s in (84, 85, 169, 170, 171):  # saturation band edges, through RGB
+        hsv = _hsv_image(np.tile(grid, (4, 1)), np.full((4, 256), s), np.full((4, 256), 200))
+        rgb.append(hsv.convert("RGB"))
+    for img in rgb:
+        lut = colorhash_values(img, binbits=binbits, method="lut")
+        assert np.array_equal(lut, colorhash_values(img, binbits=binbits, method="pillow"))
+        assert lut.dtype == np.int64 and lut.min() >= 0 and lut.max() <= 2**binbits - 1
+    small = [img for img in rgb if img.size[0] * img.size[1] < 3000][:6]
+    for img in small:
+        ours = colorhash_values(np.asarray(img), binbits=binbits).tolist()  # array input
+        assert ours == _colorhash_values_reference(img, binbits)
+
+
+def test_colorhash_lut_method_other_modes_and_errors():
+    for img in IMAGES[6:18]:  # L, RGBA, P (Pillow path under "lut") and RGB
+        assert np.array_equal(
+            colorhash_values(img, method="lut"), colorhash_values(img, method="pillow")
+        )
+    # ValueError from the function; the jaxtyping/beartype test hook rejects the Literal first.
+    with pytest.raises((TypeError, ValueError), match="method"):
+        colorhash_values(IMAGES[0], method="fast")
+    with pytest.raises(ValueError, match="RGB"):
+        lut_codes(IMAGES[7])  # RGBA
+    assert colorhash_lut() is colorhash_lut()  # built once
 
 
 @pytest.mark.parametrize("binbits", [3, 1, 2, 4])

@@ -25,6 +25,7 @@ from k2_data.hashing._colorhash import (
     colorhash_values,
     encode_colorhash,
 )
+from k2_data.hashing._colorhash_lut import colorhash_lut
 from k2_data.hashing._dct import dct2_matrix, dct2_scipy
 from k2_data.hashing._image import ImageBatch, ImageLike, as_pil
 from k2_data.hashing._md5 import MD5_NBYTES, md5, md5_batch
@@ -47,6 +48,7 @@ __all__ = [
     "as_pil",
     "colorhash",
     "colorhash_batch",
+    "colorhash_lut",
     "colorhash_nbits",
     "colorhash_values",
     "dct2_matrix",
