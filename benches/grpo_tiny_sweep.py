@@ -61,7 +61,11 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pre = load_pretrain_config(args.run)
     _, encoder = load_pretrained(args.run, device=pre.device)
     start, _, _ = load_checkpoint(f"{args.run}/checkpoints/{args.start}", DiT)
@@ -84,7 +88,7 @@ def main() -> None:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             run = RunDir(tmp)
-            out = train_grpo(start, bank, cfg, pre, run, seed=args.seed + 4, progress=False)
+            out = train_grpo(start, bank, cfg, pre, run, seed=args.seed + 4, progress=args.progress)
             run.close()
         seconds = time.time() - t0
         after = score(out.model)
@@ -98,6 +102,11 @@ def main() -> None:
             "reward_first_quarter": sum(rewards[:q]) / q,
             "reward_last_quarter": sum(rewards[-q:]) / q,
             "kl_last": out.curve[-1]["kl"],
+            "grad_half_cosine": (
+                sum(r["grad_half_cosine"] for r in out.curve) / len(out.curve)
+                if "grad_half_cosine" in out.curve[0]
+                else None
+            ),
             "seconds": seconds,
         }
         print(json.dumps(row), flush=True)

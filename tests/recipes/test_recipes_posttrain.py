@@ -325,3 +325,29 @@ def test_run_posttrain_smoke_writes_every_stage(tmp_path, one_thread):
     assert html.count("<svg") == 3 and "Prompt pool" in html and "data:image/png" in html
     for name in stages:
         assert f"<td>{name}</td>" in html
+
+
+def test_grad_agreement_splits_the_same_update_into_two_halves(tmp_path, one_thread):
+    from k2_recipes.posttrain.common import PromptBank
+    from k2_recipes.posttrain.grpo import train_grpo
+
+    pretrain_cfg = _tiny_pretrain_cfg()
+    torch.manual_seed(0)
+    model = DiT(pretrain_cfg.model).eval()
+    encoder = _HashEncoder(layers=2, dim=8)
+    prompts = ["a red circle", "two blue squares", "a green triangle", "one pink circle"]
+    bank = PromptBank(encoder, prompts, max_tokens=24, device="cpu")
+    base = replace(POSTTRAIN_PRESETS["smoke"].grpo, groups_per_iteration=4, group_size=2)
+    runs = {}
+    for flag in (False, True):
+        run = RunDir(tmp_path / str(flag))
+        cfg = replace(base, grad_agreement=flag)
+        runs[flag] = train_grpo(model, bank, cfg, pretrain_cfg, run, seed=3, progress=False)
+        run.close()
+    # Two half-batch backward passes sum to the one full pass: the same trained weights.
+    off, on = runs[False].model.state_dict(), runs[True].model.state_dict()
+    for k in off:
+        torch.testing.assert_close(on[k], off[k], rtol=1e-5, atol=1e-6)
+    cosines = [row["grad_half_cosine"] for row in runs[True].curve]
+    assert len(cosines) == base.iterations and all(-1.0 <= c <= 1.0 for c in cosines)
+    assert "grad_half_cosine" not in runs[False].curve[0]

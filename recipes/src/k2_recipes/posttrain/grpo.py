@@ -87,6 +87,15 @@ def rollout_noise(
     return x.repeat_interleave(group_size, dim=0) if shared else x
 
 
+def _flat_grad(model: nn.Module) -> Tensor:
+    """All parameter gradients as one float64 vector (zeros where there is none yet)."""
+    grads = [
+        (p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten()
+        for p in model.parameters()
+    ]
+    return torch.cat(grads).double()
+
+
 def _pool_counts(pool: PromptPool) -> dict[str, int]:
     statuses = [pool.status(i) for i in range(len(pool))]
     return {f"pool_{s}": statuses.count(s) for s in ("active", "saturated", "impossible")} | {
@@ -161,6 +170,7 @@ def train_grpo(
         opt.zero_grad(set_to_none=True)
         ref_fn = velocity(ref, hidden, mask)
         k = len(traj.sde_steps)
+        first = torch.zeros((), dtype=torch.float64)  # the first half's gradient, summed
         stats: dict[str, float] = {"clip_fraction": 0.0, "approx_kl": 0.0, "kl": 0.0}
         for j in range(k):
             new = transition_log_prob(policy_fn, traj, j)
@@ -178,10 +188,23 @@ def train_grpo(
                 kl=kl,
                 kl_coef=cfg.kl_coef,
             )
-            (out.loss.mean() / k).backward()
+            if cfg.grad_agreement:
+                # Two backward passes, one per half of the groups (group-major rows).
+                half = (len(picked) // 2) * n
+                before = _flat_grad(policy)
+                (out.loss[:half].sum() / (len(rows) * k)).backward(retain_graph=True)
+                first = first + (_flat_grad(policy) - before)
+                (out.loss[half:].sum() / (len(rows) * k)).backward()
+            else:
+                (out.loss.mean() / k).backward()
             stats["clip_fraction"] += float(out.clip_fraction) / k
             stats["approx_kl"] += float(out.approx_kl) / k
             stats["kl"] += float(kl.detach().mean()) / k
+        if cfg.grad_agreement:
+            both = _flat_grad(policy)
+            stats["grad_half_cosine"] = float(
+                torch.nn.functional.cosine_similarity(first, both - first, dim=0)
+            )
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), pretrain.grad_clip)
         opt.step()
         std_g = rewards.view(len(picked), n).std(1, unbiased=False)

@@ -122,6 +122,10 @@ class GRPOConfig:
     counts; groups with no success are "impossible", all successes "saturated". None: only
     zero-variance groups retire a prompt."""
     reprobe_every: int = 10
+    grad_agreement: bool = False
+    """Diagnostic: backpropagate the two halves of the groups separately and log the cosine
+    between their gradients (`grad_half_cosine`; near 0 means the update is mostly noise).
+    Costs a second backward pass per SDE step."""
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
