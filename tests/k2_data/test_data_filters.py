@@ -84,6 +84,14 @@ def test_laplacian_variance_matches_loops(shape):
     assert laplacian_variance(gray) == pytest.approx(_ref_laplacian_var(gray), rel=1e-12, abs=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(1, 2), (2, 1), (5, 7), (64, 64)])
+def test_laplacian_variance_extreme_checkerboard_matches_loops(shape):
+    # 0/255 checkerboard: |Laplacian| reaches its bound 4 * 255 on every interior pixel.
+    y, x = np.indices(shape)
+    gray = (255 * ((x + y) % 2)).astype(np.uint8)
+    assert laplacian_variance(gray) == pytest.approx(_ref_laplacian_var(gray), rel=1e-12, abs=1e-9)
+
+
 def test_laplacian_variance_properties():
     assert laplacian_variance(np.full((32, 48), 77, np.uint8)) == 0.0
     impulse = np.zeros((20, 30), np.uint8)
@@ -277,6 +285,18 @@ def test_complexity_matches_block_loops(shape):
     assert got == pytest.approx(_ref_block_bits(gray), abs=1e-12)
 
 
+@pytest.mark.parametrize("quality", [1, 50, 95])
+def test_complexity_extreme_values_match_block_loops(quality):
+    # Large quantised values: flat 0 / 250 blocks alternate (DC differences of 8 * 250 / step,
+    # no .5 ties) and one block is the sign pattern of the (1, 1) basis (a large AC value).
+    blocks = np.kron(np.array([[0, 250], [250, 0], [0, 250]]), np.ones((8, 8))).astype(np.uint8)
+    c = np.cos((2 * np.arange(8) + 1) * np.pi / 16)
+    blocks[:8, :8] = np.where(np.outer(c, c) > 0, 240, 10)
+    got = complexity_bpp(blocks, side=64, quality=quality)
+    assert got == pytest.approx(_ref_block_bits(blocks, quality), abs=1e-12)
+    assert got > 0
+
+
 def test_complexity_properties():
     flat = np.full((300, 200), 90, np.uint8)
     assert complexity_bpp(flat) == 0.0
@@ -370,6 +390,55 @@ def _ref_border_runs(pixels: np.ndarray, tolerance: int) -> tuple[int, int, int,
             run += 1
         runs.append(run)
     return tuple(runs)
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (4, 1), (6, 9), (64, 64), (9, 6)])
+@pytest.mark.parametrize("side", ["top", "bottom", "left", "right"])
+@pytest.mark.parametrize("spread", [16, 17])
+def test_border_runs_one_flat_edge_at_the_tolerance_boundary(shape, side, spread):
+    # Only `side` may start flat; its edge line and the next one span `spread` levels in one
+    # channel: 2 * tolerance (16) is still flat, 17 is not (the edge line deviates from its
+    # own mid-range by half its span), so both the cheap edge check and the run are exercised.
+    h, w = shape
+    pixels = RNG.choice(np.array([0, 255], np.uint8), (h, w, 3))
+    view = {
+        "top": pixels,
+        "bottom": pixels[::-1],
+        "left": pixels.transpose(1, 0, 2),
+        "right": pixels.transpose(1, 0, 2)[::-1],
+    }[side]
+    for line in view[:2]:
+        line[:] = (100, 50, 200)
+        line[::2, 1] += spread
+    got = pixel_stats(pixels, complexity_side=256).borders
+    assert got == _ref_border_runs(pixels, 8)
+    b = border_widths(pixels, tolerance=8)
+    assert (b.top, b.bottom, b.left, b.right) == got
+    if min(shape) > 1 and view.shape[1] > 1:
+        assert got[("top", "bottom", "left", "right").index(side)] == (2 if spread == 16 else 0)
+
+
+def test_border_runs_no_flat_edge_is_zero():
+    pixels = _noise(64, 48, seed=3)
+    assert pixel_stats(pixels).borders == _ref_border_runs(pixels, 8) == (0, 0, 0, 0)
+
+
+def test_pixel_and_compute_stats_accept_a_shared_luma():
+    pixels = _noise(40, 56, seed=5)
+    pixels[:5] = 250
+    gray = np.asarray(Image.fromarray(pixels).convert("L"))
+    shared, own = pixel_stats(pixels, gray=gray), pixel_stats(pixels)
+    assert shared[:6] == own[:6] and shared.gray is gray
+    decoded = decode(_png(pixels))
+    assert compute_stats(decoded, gray=gray) == compute_stats(decoded)
+    # The test-time jaxtyping hook rejects a wrong luma first (TypeError); the function's own
+    # check (ValueError) is what runs without the hook.
+    unchecked = getattr(pixel_stats, "__wrapped__", pixel_stats)
+    for bad in (gray[:, :-1], gray.astype(np.int16)):
+        with pytest.raises((TypeError, ValueError)):
+            pixel_stats(pixels, gray=bad)
+        with pytest.raises(ValueError, match="gray must be the uint8"):
+            unchecked(pixels, gray=bad)
 
 
 def _raster_density(boxes, h, w):

@@ -47,7 +47,6 @@ def quant_table(quality: int) -> np.ndarray:
     return np.clip((_LUMA_QUANT * scale + 50) // 100, 1, 255)
 
 
-@functools.cache
 def _dct8() -> np.ndarray:
     """Orthonormal 8-point DCT-II matrix (JPEG's FDCT is this applied to rows and columns)."""
     n = np.arange(8)
@@ -56,10 +55,28 @@ def _dct8() -> np.ndarray:
     return d.astype(np.float32)
 
 
-@functools.cache
-def _inverse_steps(quality: int) -> np.ndarray:
-    """1 / quantiser step laid out as (1, u, 1, v) to broadcast over (by, u, bx, v) blocks."""
-    return (1.0 / quant_table(quality)).astype(np.float32).reshape(1, 8, 1, 8)
+def _code_bits(limit: int) -> np.ndarray:
+    """Bits of each quantised value v in [-limit, limit), indexed by v (negative v from the end).
+
+    A non-zero v costs its magnitude category ``bit_length(|v|)`` (ITU-T T.81 F.1.2) plus
+    `HUFFMAN_BITS`; zero costs nothing (it is a run or end-of-block, counted in no block).
+    """
+    v = np.abs(np.concatenate([np.arange(limit), np.arange(-limit, 0)]))
+    bits = np.array([int(x).bit_length() for x in v]) + HUFFMAN_BITS * (v > 0)
+    return bits.astype(np.int64)  # int64 sums without a cast
+
+
+_CODE_BITS = _code_bits(4096)  # 4096 > 2 * 8 * 255 >= |any quantised value or DC difference|
+_DCT8 = _dct8()
+_DCT8_T = _DCT8.T  # a view, as before: BLAS then runs the same transposed kernel
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_steps(quality: int, by: int, bx: int) -> np.ndarray:
+    """1 / quantiser step tiled to the (by, u, bx, v) block layout (a broadcast multiply over
+    the small inner axes costs ~5x an element-wise one)."""
+    steps = (1.0 / quant_table(quality)).astype(np.float32).reshape(1, 8, 1, 8)
+    return np.ascontiguousarray(np.broadcast_to(steps, (by, 8, bx, 8)))
 
 
 @functools.cache
@@ -74,17 +91,20 @@ def _block_bits(gray: np.ndarray, quality: int) -> int:
     if h % 8 or w % 8:  # JPEG pads partial blocks by repeating the edge pixel
         gray = gray[_edge_index(h)][:, _edge_index(w)]
         h, w = gray.shape
-    d = _dct8()
-    rows = gray.astype(np.float32).reshape(-1, 8) @ d.T  # horizontal DCT of every 8-run
-    coef = np.matmul(d, rows.reshape(h // 8, 8, w))  # vertical: (by, u, w = bx * 8 + v)
-    q = coef.reshape(h // 8, 8, w // 8, 8) * _inverse_steps(quality)
-    dc = np.rint(q[:, 0, :, 0]).ravel()
-    np.abs(np.rint(q, out=q), out=q)
+    rows = gray.astype(np.float32).reshape(-1, 8) @ _DCT8_T  # horizontal DCT of every 8-run
+    coef = np.matmul(_DCT8, rows.reshape(h // 8, 8, w))  # vertical: (by, u, w = bx * 8 + v)
+    q = coef.reshape(h // 8, 8, w // 8, 8)
+    q *= _inverse_steps(quality, h // 8, w // 8)
+    np.rint(q, out=q)
     # DC is coded as the difference to the previous block in raster order (the first block
     # costs the same as a flat image's, so it counts 0).
-    q[:, 0, :, 0] = np.abs(np.diff(dc, prepend=dc[:1])).reshape(h // 8, w // 8)
-    # |v| < 2^e with frexp's exponent e = the JPEG magnitude category of v (0 for v = 0).
-    return int(np.frexp(q)[1].sum()) + HUFFMAN_BITS * int(np.count_nonzero(q))
+    dc = q[:, 0, :, 0].ravel()  # a copy unless there is one block (either is fine here)
+    dc[1:] -= dc[:-1]  # numpy buffers overlapping operands, so this is diff(dc)
+    dc[0] = 0
+    q[:, 0, :, 0] = dc.reshape(h // 8, w // 8)
+    # One table lookup per value gives its category + symbol bits (negative indices read
+    # the table's mirrored upper half): |v| <= 8 * 255 since the DCT is orthonormal.
+    return int(_CODE_BITS.take(q.astype(np.intp)).sum())  # intp indices: no index cast
 
 
 def complexity_from_gray(gray: UInt8[np.ndarray, "h w"], *, quality: int = 75) -> float:

@@ -43,6 +43,7 @@ def pixel_stats(
     pixels: UInt8[np.ndarray, "h w 3"],
     image: Image.Image | None = None,
     *,
+    gray: UInt8[np.ndarray, "h w"] | None = None,
     white_level: int = 245,
     black_level: int = 10,
     border_tolerance: int = 8,
@@ -60,6 +61,8 @@ def pixel_stats(
     Args:
         pixels: RGB uint8 image.
         image: the same pixels as a Pillow RGB image (e.g. `Decoded.image`); built when None.
+        gray: their luma (`luma`, i.e. ``np.asarray(image.convert("L"))``) when the caller
+            already has it (e.g. for hashing); computed when None.
         white_level: all channels >= this counts as white.
         black_level: all channels <= this counts as black.
         border_tolerance: per-channel deviation still counted as border colour.
@@ -72,7 +75,13 @@ def pixel_stats(
     if image is None:
         image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     h, w = pixels.shape[:2]
-    gray = np.asarray(image.convert("L"))
+    if gray is None:
+        gray = np.asarray(image.convert("L"))
+    elif gray.shape != (h, w) or gray.dtype != np.uint8:
+        raise ValueError(
+            f"gray must be the uint8 ({h}, {w}) luma of pixels, got {gray.dtype} {gray.shape}; "
+            "pass np.asarray(image.convert('L')) of the same image or leave it None"
+        )
     # Pillow pools the three channel histograms; the pooled entropy of equal-count groups
     # is their mean entropy + log2(3) (entropy chain rule), so one C call gives rgb_entropy.
     entropy = max(image.entropy() - _LOG2_3, 0.0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from jaxtyping import Float, Int, UInt8
 from PIL import Image
@@ -23,14 +21,6 @@ def luma(pixels: UInt8[np.ndarray, "h w 3"]) -> UInt8[np.ndarray, "h w"]:
         Grey uint8 image of the same height and width.
     """
     return np.asarray(Image.fromarray(np.ascontiguousarray(pixels), "RGB").convert("L"))
-
-
-@functools.lru_cache(maxsize=64)
-def _reflect_index(n: int) -> np.ndarray:
-    """Indices of a length-n axis padded by one sample, BORDER_REFLECT_101 (n == 1: repeat)."""
-    inner = np.arange(n)
-    lo, hi = (1, n - 2) if n > 1 else (0, 0)
-    return np.concatenate([[lo], inner, [hi]])
 
 
 def laplacian_variance(gray: UInt8[np.ndarray, "h w"]) -> float:
@@ -56,8 +46,18 @@ def laplacian_variance(gray: UInt8[np.ndarray, "h w"]) -> float:
         microscopy" (variance of the Laplacian).
     """
     h, w = gray.shape
-    padded = gray[_reflect_index(h)[:, None], _reflect_index(w)].astype(np.int16)
-    lap = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+    # Pad by slice copies (cheaper than a fancy-indexed gather at 64 px); |Laplacian| <= 1020
+    # fits int16, and in float64 its sums are exact integers in any order. The corners of
+    # the padding are never read by the cross-shaped kernel.
+    padded = np.empty((h + 2, w + 2), np.int16)
+    padded[1:-1, 1:-1] = gray
+    padded[0, 1:-1] = gray[1 if h > 1 else 0]
+    padded[-1, 1:-1] = gray[h - 2 if h > 1 else 0]
+    padded[1:-1, 0] = gray[:, 1 if w > 1 else 0]
+    padded[1:-1, -1] = gray[:, w - 2 if w > 1 else 0]
+    lap = padded[:-2, 1:-1] + padded[2:, 1:-1]
+    lap += padded[1:-1, :-2]
+    lap += padded[1:-1, 2:]
     lap -= 4 * padded[1:-1, 1:-1]
     flat = lap.astype(np.float64).ravel()
     total, squares, n = int(flat.sum()), int(flat @ flat), flat.size

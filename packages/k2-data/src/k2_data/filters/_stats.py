@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+from jaxtyping import UInt8
 
 from k2_data.filters._border import SIDES
 from k2_data.filters._complexity import OcrFn, ocr_text_density
@@ -38,6 +40,8 @@ STATS_SCHEMA = pa.schema(
     ]
 )
 """Arrow schema of `compute_stats` records; every field is null when it does not apply."""
+
+_NAMES = tuple(STATS_SCHEMA.names)  # the schema builds a new list on every .names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +79,11 @@ class StatsConfig:
 
 
 def compute_stats(
-    decoded: Decoded, *, ocr: OcrFn | None = None, config: StatsConfig = StatsConfig()
+    decoded: Decoded,
+    *,
+    ocr: OcrFn | None = None,
+    config: StatsConfig = StatsConfig(),
+    gray: UInt8[np.ndarray, "h w"] | None = None,
 ) -> Stats:
     """Compute every CPU filter statistic of one decoded image, once.
 
@@ -90,6 +98,8 @@ def compute_stats(
         ocr: optional OCR callable, run on `decoded.pixels`, returning text boxes
             (x0, y0, x1, y1) in those pixel coordinates. None leaves text_density null.
         config: parameters of the statistics (levels, tolerance, complexity size).
+        gray: the luma of `decoded.pixels` (``np.asarray(decoded.image.convert("L"))``)
+            when the caller already has it, to skip recomputing it; None computes it.
 
     Returns:
         Flat dict: decode_error, format, mode, decode_path, width, height (original header
@@ -98,7 +108,7 @@ def compute_stats(
         border_fraction (max side), border_sides ("top,left", ... sides with a flat run),
         complexity (bits/pixel), text_density, text_boxes.
     """
-    stats: Stats = dict.fromkeys(STATS_SCHEMA.names)
+    stats: Stats = dict.fromkeys(_NAMES)
     stats.update(format=decoded.format, mode=decoded.mode, decode_path=decoded.decode_path)
     if decoded.width > 0 and decoded.height > 0:
         stats.update(
@@ -114,6 +124,7 @@ def compute_stats(
     px = pixel_stats(
         pixels,
         decoded.image,
+        gray=gray,
         white_level=config.white_level,
         black_level=config.black_level,
         border_tolerance=config.border_tolerance,
@@ -134,7 +145,9 @@ def compute_stats(
         border_left=fractions[2],
         border_right=fractions[3],
         border_fraction=max(fractions),
-        border_sides=",".join(s for s, n in zip(SIDES, px.borders, strict=True) if n),
+        border_sides=",".join(s for s, n in zip(SIDES, px.borders, strict=True) if n)
+        if top or bottom or left or right
+        else "",
         complexity=px.complexity,
     )
     if ocr is not None:

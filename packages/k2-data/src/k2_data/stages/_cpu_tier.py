@@ -176,12 +176,15 @@ def cpu_tier_table(
                 continue
             md5s.append(hashlib.md5(data, usedforsecurity=False).digest())
             decoded = decode(data, max_side=settings.max_side, max_pixels=settings.max_pixels)
-            record = compute_stats(decoded, config=settings.stats)
-            stats.append(record)
             if not decoded.ok:
+                stats.append(compute_stats(decoded, config=settings.stats))
                 continue
             image = _hash_image(decoded, settings.hash_side)
             grey = image.convert("L")
+            # convert("L") is the statistics' luma too: share it when the hash image is the
+            # decoded one (the default, hash_side == max_side) instead of converting twice.
+            gray = np.asarray(grey) if image is decoded.image else None
+            stats.append(compute_stats(decoded, config=settings.stats, gray=gray))
             # phash_batch's thumbnail and colorhash_batch's values, from this one image.
             thumb = grey.resize(
                 (thumb_side, thumb_side), Image.Resampling.LANCZOS, reducing_gap=gap
