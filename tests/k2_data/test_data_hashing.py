@@ -24,6 +24,7 @@ from k2_data.hashing import (
     phash,
     phash_batch,
     phash_from_thumbnails,
+    phash_thumbnail,
     to_imagehash_hex,
     unpack_bits,
 )
@@ -400,3 +401,16 @@ def test_hamming_rejects_mismatched_hashes():
         hamming(np.zeros(18, np.uint8), np.zeros(13, np.uint8))
     with pytest.raises(TypeError):
         hamming(np.zeros(4, np.uint16), np.zeros(4, np.uint16))
+
+
+@pytest.mark.parametrize("gap", [None, 2.0])
+def test_phash_thumbnail_then_dct_is_phash_batch_and_takes_grey_or_rgb(gap):
+    images = _images(5, 4)
+    for image in images:
+        want = phash_batch([image], reducing_gap=gap)
+        for given in (image, image.convert("L")):  # the stage passes its grey image
+            thumb = phash_thumbnail(given, reducing_gap=gap)
+            assert thumb.shape == (48, 48) and thumb.dtype == np.uint8
+            np.testing.assert_array_equal(phash_from_thumbnails(thumb[None]), want)
+    with pytest.raises(ValueError, match="reducing_gap"):
+        phash_thumbnail(images[0], reducing_gap=0.5)

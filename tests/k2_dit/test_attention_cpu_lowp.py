@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from k2_dit.blocks._attention import sdpa
+from k2_dit.blocks import sdpa
 
 
 def _qkv(dtype):

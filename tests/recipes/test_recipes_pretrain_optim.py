@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from k2_dit.model import DiT
-from k2_dit.train import BatchedMuon
+from k2_dit.train import BatchedMuon, build_optimizers
 from k2_recipes.presets import PRETRAIN_PRESETS, ScaleSettings
-from k2_recipes.pretrain import _optimizers, train_stage
+from k2_recipes.pretrain import train_stage
 from k2_recipes.rundir import RunDir
 from k2_recipes.world import TrainingSet
 
@@ -39,7 +39,15 @@ def _data(cfg, n: int = 8, length: int = 6) -> TrainingSet:
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     cfg = _cfg("muon")
     model = DiT(cfg.model)
-    muon, adamw = _optimizers(model, cfg.high_res, cfg)
+    # The call the recipe's simple loop makes for scale.optimizer="muon".
+    muon, adamw = build_optimizers(
+        model,
+        optimizer=cfg.scale.optimizer,
+        lr=cfg.high_res.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        batched=True,
+    )
     assert isinstance(muon, BatchedMuon) and isinstance(adamw, torch.optim.AdamW)
     on_muon = {id(p) for g in muon.param_groups for p in g["params"]}
     on_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}

@@ -14,12 +14,7 @@ import torch
 from k2_data.synthetic import Scene
 from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
 from k2_dit.model import DiT, flops_per_sample, parameter_table
-from k2_dit.train import (
-    muon_adamw_optimizers,
-    muon_param_groups,
-    save_checkpoint,
-    wsd_schedule,
-)
+from k2_dit.train import build_optimizers, save_checkpoint, wsd_schedule
 from k2_recipes.evaluate import EvalResult, image_grid, sample_images, score_images
 from k2_recipes.presets import PretrainConfig, StageConfig
 from k2_recipes.progress import progress
@@ -79,24 +74,6 @@ def _batch(
     return x0, hidden[:, :length], mask[:, :length]
 
 
-def _optimizers(model: DiT, stage: StageConfig, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:
-    """AdamW over everything, or Muon on the hidden matrices plus AdamW on the rest."""
-    if cfg.scale.optimizer == "muon":
-        split = muon_param_groups(model, weight_decay=cfg.weight_decay)
-        # BatchedMuon: torch.optim.Muon's rule with one Newton-Schulz per matrix shape.
-        return list(muon_adamw_optimizers(split, lr=stage.lr, betas=cfg.betas, batched=True))
-    # foreach: one fused update over all tensors (the per-tensor loop is the CPU default).
-    return [
-        torch.optim.AdamW(
-            model.parameters(),
-            lr=stage.lr,
-            betas=cfg.betas,
-            weight_decay=cfg.weight_decay,
-            foreach=True,
-        )
-    ]
-
-
 def train_stage(
     model: DiT,
     data: TrainingSet,
@@ -116,7 +93,15 @@ def train_stage(
     """
     forward = forward if forward is not None else model
     device = torch.device(cfg.device)
-    opts = _optimizers(model, stage, cfg)
+    # Muon: BatchedMuon (torch.optim.Muon's rule, one Newton-Schulz per matrix shape).
+    opts = build_optimizers(
+        model,
+        optimizer=cfg.scale.optimizer,
+        lr=stage.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        batched=True,
+    )
     scheds = [
         wsd_schedule(
             opt,

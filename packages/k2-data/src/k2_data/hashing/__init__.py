@@ -35,6 +35,7 @@ from k2_data.hashing._phash import (
     phash_batch,
     phash_from_thumbnails,
     phash_nbits,
+    phash_thumbnail,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "phash_batch",
     "phash_from_thumbnails",
     "phash_nbits",
+    "phash_thumbnail",
     "to_imagehash_hex",
     "unpack_bits",
 ]

@@ -36,8 +36,32 @@ def _check(hash_size: int, highfreq_factor: int, compatible: bool, gap: float | 
 
 
 def _thumbnail(image: ImageLike, side: int, gap: float | None) -> np.ndarray:
-    grey = as_pil(image).convert("L")  # ITU-R 601 luma, as imagehash
+    pil = as_pil(image)
+    grey = pil if pil.mode == "L" else pil.convert("L")  # ITU-R 601 luma, as imagehash
     return np.asarray(grey.resize((side, side), Image.Resampling.LANCZOS, reducing_gap=gap))
+
+
+def phash_thumbnail(
+    image: ImageLike,
+    *,
+    hash_size: int = PHASH_HASH_SIZE,
+    highfreq_factor: int = 4,
+    reducing_gap: float | None = None,
+) -> UInt8[np.ndarray, "side side"]:
+    """The grey LANCZOS thumbnail `phash_batch` hashes, for callers that batch the DCT
+    themselves (`phash_from_thumbnails`), e.g. a stage that already holds the grey image.
+
+    Args:
+        image: decoded image (PIL of any mode, or a uint8 array).
+        hash_size: hash side (the thumbnail side is hash_size * highfreq_factor).
+        highfreq_factor: thumbnail side over hash_size (imagehash's 4).
+        reducing_gap: as in `phash_batch`.
+
+    Returns:
+        (side, side) uint8 grey levels.
+    """
+    _check(hash_size, highfreq_factor, False, reducing_gap)
+    return _thumbnail(image, hash_size * highfreq_factor, reducing_gap)
 
 
 def phash_from_thumbnails(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import warnings
@@ -32,9 +31,11 @@ from k2_data.hashing import (
     colorhash_nbits,
     colorhash_values,
     encode_colorhash,
+    md5,
     pack_bits,
     phash_from_thumbnails,
     phash_nbits,
+    phash_thumbnail,
 )
 from k2_data.io import (
     ShardSample,
@@ -157,7 +158,6 @@ def cpu_tier_table(
     sizes, errors, md5s = columns["file_size"], columns["io_error"], columns["md5"]
     stats: list[dict[str, Any]] = []
     thumbs, colours, decoded_rows = [], [], []
-    thumb_side = settings.phash_size * 4  # phash_batch's highfreq_factor
     gap, binbits = settings.phash_reducing_gap, settings.colorhash_binbits
     with warnings.catch_warnings():
         # decode(max_pixels=...) checks the header; it replaces Pillow's warning-level check.
@@ -174,7 +174,7 @@ def cpu_tier_table(
                 md5s.append(None)
                 stats.append({})
                 continue
-            md5s.append(hashlib.md5(data, usedforsecurity=False).digest())
+            md5s.append(md5(data).tobytes())
             decoded = decode(data, max_side=settings.max_side, max_pixels=settings.max_pixels)
             if not decoded.ok:
                 stats.append(compute_stats(decoded, config=settings.stats))
@@ -186,10 +186,7 @@ def cpu_tier_table(
             gray = np.asarray(grey) if image is decoded.image else None
             stats.append(compute_stats(decoded, config=settings.stats, gray=gray))
             # phash_batch's thumbnail and colorhash_batch's values, from this one image.
-            thumb = grey.resize(
-                (thumb_side, thumb_side), Image.Resampling.LANCZOS, reducing_gap=gap
-            )
-            thumbs.append(np.asarray(thumb))
+            thumbs.append(phash_thumbnail(grey, hash_size=settings.phash_size, reducing_gap=gap))
             colours.append(colorhash_values(image, binbits=binbits))
             decoded_rows.append(row)
     n = len(stats)

@@ -1,7 +1,7 @@
 """Transformer building blocks: norms, MLPs, attention (MHA/GQA/MLA, gated), single- and
 dual-stream blocks."""
 
-from k2_dit.blocks._attention import Attention, attend
+from k2_dit.blocks._attention import Attention, attend, sdpa
 from k2_dit.blocks._dual import DualStreamBlock, StreamLayers
 from k2_dit.blocks._mlp import GeluMLP, SwiGLU, make_mlp
 from k2_dit.blocks._norm import RMSNorm, make_norm
@@ -18,4 +18,5 @@ __all__ = [
     "attend",
     "make_mlp",
     "make_norm",
+    "sdpa",
 ]

@@ -29,9 +29,10 @@ from k2_dit.distributed._setup import (
     shutdown,
     step_generator,
 )
-from k2_dit.distributed._shard import adamw_only_linears, build_optimizers, shard_model
+from k2_dit.distributed._shard import adamw_only_linears, shard_model
 from k2_dit.distributed._synthetic import SyntheticConfig, SyntheticData
 from k2_dit.distributed._trainer import Float8Choice, LossHook, TrainConfig, TrainResult, train
+from k2_dit.train import build_optimizers  # re-exported: the trainer's optimizers
 
 __all__ = [
     "DistInfo",

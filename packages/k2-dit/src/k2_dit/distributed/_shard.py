@@ -1,8 +1,6 @@
-"""FSDP2 wrapping (per block, then root), activation checkpointing, compile, optimizers."""
+"""FSDP2 wrapping (per block, then root), activation checkpointing, compile."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import nn
@@ -10,7 +8,6 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from k2_dit.model import DiT
-from k2_dit.train import adamw_param_groups, muon_adamw_optimizers, muon_param_groups
 
 
 def adamw_only_linears(model: DiT) -> tuple[str, ...]:
@@ -84,38 +81,3 @@ def shard_model(
         )
         fully_shard(model, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return model
-
-
-def build_optimizers(
-    model: DiT,
-    *,
-    optimizer: Literal["adamw", "muon"],
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    exclude: tuple[str, ...],
-) -> list[torch.optim.Optimizer]:
-    """AdamW alone, or Muon on hidden matrices plus AdamW on the rest (`k2_dit.train` groups).
-
-    Build after `shard_model`: FSDP2 replaces parameters with sharded ones. Muon's
-    Newton-Schulz step runs on the DTensor shards through DTensor's redistribution, which is
-    correct but gathers each matrix on every rank; a sharded Muon (dion) is the scalable path.
-
-    Args:
-        model: the (wrapped) model.
-        optimizer: `adamw` or `muon`.
-        lr: learning rate (shared; Muon uses `match_rms_adamw` so one LR fits both).
-        weight_decay: decoupled weight decay (norm gains included: they are zero-centred).
-        betas: AdamW betas.
-        exclude: linear layers kept on AdamW under Muon (`adamw_only_linears`).
-
-    Returns:
-        The optimizers to step every iteration.
-    """
-    if optimizer == "adamw":
-        groups = adamw_param_groups(model, weight_decay=weight_decay)
-        return [torch.optim.AdamW(groups, lr=lr, betas=betas)]
-    if optimizer == "muon":
-        split = muon_param_groups(model, exclude=exclude, weight_decay=weight_decay)
-        return list(muon_adamw_optimizers(split, lr=lr, betas=betas))
-    raise ValueError(f"optimizer={optimizer!r} must be 'adamw' or 'muon'")

@@ -36,13 +36,14 @@ from k2_dit.distributed._pma import (
     pma_window,
 )
 from k2_dit.distributed._setup import DistInfo, derive_seed, init_distributed, step_generator
-from k2_dit.distributed._shard import adamw_only_linears, build_optimizers, shard_model
+from k2_dit.distributed._shard import adamw_only_linears, shard_model
 from k2_dit.distributed._synthetic import SyntheticConfig, SyntheticData
 from k2_dit.flow import interpolate, rectified_flow_loss, shifted_logit_normal_timesteps
 from k2_dit.model import DiT
 from k2_dit.train import (
     Float8Report,
     Float8SkippedWarning,
+    build_optimizers,
     convert_to_float8,
     wsd_phase_steps,
     wsd_schedule,

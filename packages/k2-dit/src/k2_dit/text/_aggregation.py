@@ -7,8 +7,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from k2_dit.blocks import RMSNorm
-from k2_dit.blocks._attention import sdpa
+from k2_dit.blocks import RMSNorm, sdpa
 
 
 class LayerAggregation(nn.Module):

@@ -24,6 +24,7 @@ from k2_dit.train._param_groups import (
     MuonParamGroups,
     ParamPredicate,
     adamw_param_groups,
+    build_optimizers,
     muon_adamw_optimizers,
     muon_param_groups,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "adamw_param_groups",
     "average_checkpoints",
     "average_state_dicts",
+    "build_optimizers",
     "config_from_dict",
     "config_to_dict",
     "convert_to_float8",

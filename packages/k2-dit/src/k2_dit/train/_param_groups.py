@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -301,3 +301,42 @@ def muon_adamw_optimizers(
         eps=eps,
     )
     return muon, adamw
+
+
+def build_optimizers(
+    model: nn.Module,
+    *,
+    optimizer: Literal["adamw", "muon"],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    exclude: Sequence[str] | None = None,
+    batched: bool = False,
+) -> list[torch.optim.Optimizer]:
+    """AdamW alone, or Muon on hidden matrices plus AdamW on the rest (the groups above).
+
+    Under FSDP2, build after wrapping (the parameters become shards) and pass `exclude` taken
+    from the plain model; Muon's Newton-Schulz step then runs on the DTensor shards through
+    DTensor's redistribution, which is correct but gathers each matrix on every rank (a
+    sharded Muon, dion, is the scalable path).
+
+    Args:
+        model: the model (wrapped or not).
+        optimizer: `adamw` or `muon`.
+        lr: learning rate (shared; Muon uses `match_rms_adamw` so one LR fits both).
+        weight_decay: decoupled weight decay (norm gains included: they are zero-centred).
+        betas: AdamW betas.
+        exclude: linear layers kept on AdamW under Muon; None: `model.adamw_linear_names()`.
+        batched: `BatchedMuon` instead of `torch.optim.Muon` (one device, many small
+            matrices; not for FSDP2 shards).
+
+    Returns:
+        The optimizers to step every iteration.
+    """
+    if optimizer == "adamw":
+        groups = adamw_param_groups(model, weight_decay=weight_decay)
+        return [torch.optim.AdamW(groups, lr=lr, betas=betas)]
+    if optimizer == "muon":
+        split = muon_param_groups(model, exclude=exclude, weight_decay=weight_decay)
+        return list(muon_adamw_optimizers(split, lr=lr, betas=betas, batched=batched))
+    raise ValueError(f"optimizer={optimizer!r} must be 'adamw' or 'muon'")
